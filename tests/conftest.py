@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import signal
+import warnings
+
+import pytest
+import torch
+from torch.nn.modules import module as nn_module
+from torch.optim import optimizer as optim_module
+
+
+def global_hook_state() -> dict[str, object]:
+    """Everything a run may touch globally, as comparable values."""
+    return {
+        "forward_pre": dict(nn_module._global_forward_pre_hooks),
+        "forward": dict(nn_module._global_forward_hooks),
+        "forward_always": dict(nn_module._global_forward_hooks_always_called),
+        "opt_pre": dict(optim_module._global_optimizer_pre_hooks),
+        "opt_post": dict(optim_module._global_optimizer_post_hooks),
+        "backward": torch.autograd.backward,
+        "scale": torch.amp.GradScaler.__dict__["scale"],
+        "scaler_step": torch.amp.GradScaler.__dict__["step"],
+        "sigint": signal.getsignal(signal.SIGINT),
+        "filters": list(warnings.filters),
+        "showwarning": warnings.showwarning,
+    }
+
+
+def module_hook_state(model: torch.nn.Module) -> list[tuple[str, tuple[int, ...]]]:
+    state = []
+    for name, m in model.named_modules():
+        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+                     "_state_dict_hooks", "_load_state_dict_pre_hooks"):
+            state.append((f"{name}.{attr}", tuple(getattr(m, attr).keys())))
+    for name, p in model.named_parameters():
+        state.append((f"{name}.post_acc", tuple(getattr(p, "_post_accumulate_grad_hooks", None) or {})))
+    return state
+
+
+def optimizer_hook_state(opt: torch.optim.Optimizer) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    return tuple(opt._optimizer_step_pre_hooks), tuple(opt._optimizer_step_post_hooks)
+
+
+@pytest.fixture
+def shell():
+    """A real IPython shell with torchmagic loaded; text display (no kernel here)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    sh = InteractiveShell.instance()
+    sh.run_line_magic("load_ext", "torchmagic")
+    yield sh
+    sh.run_line_magic("unload_ext", "torchmagic")
+    sh.user_ns.clear() if False else None
+    InteractiveShell.clear_instance()
+
+
+@pytest.fixture
+def tiny_setup():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    x = torch.randn(64, 8)
+    y = torch.randint(0, 2, (64,))
+    return model, opt, x, y

@@ -1,0 +1,671 @@
+"""The training monitor: attaches to an unmodified loop through PyTorch's extension points.
+
+A *step* is one optimizer step; several ``backward()`` calls before it (gradient accumulation)
+are its micro-batches. Without any optimizer, each ``backward()`` is a step. Everything attached
+is kept in one :class:`Attachments` and removed on every exit path.
+
+Hot-path rules: statistics stay on the tensors' device in a small buffer; the monitor moves them
+to the host once per refresh (wall clock, about 4 Hz). Costly statistics (per-parameter norms,
+histograms, activation statistics, update ratios) follow a :class:`StepSchedule`.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.nn.modules import module as nn_module
+from torch.optim import optimizer as optim_module
+
+from torchmagic.core import devicestats, memory, shapes
+from torchmagic.core.alerts import AlertBook
+from torchmagic.core.attachments import Attachments
+from torchmagic.core.interrupt import StopRequest, TrainingStopped
+from torchmagic.core.naming import ModuleNames
+from torchmagic.core.result import LayerInfo, RunResult
+from torchmagic.core.schedule import StepSchedule
+from torchmagic.core.warnings_capture import capture_warnings
+
+EXPLODING_FACTOR = 100.0  # a global grad norm this many times the recent median is "exploding"
+VANISHING_NORM = 1e-8
+LAYER_HISTORY_LIMIT = 200_000
+HISTOGRAM_SNAPSHOTS = 256
+
+
+@dataclass
+class Snapshot:
+    """What a display gets at each refresh; ``result`` is live and grows between refreshes."""
+
+    result: RunResult
+    new_from: int  # index of the first history row added since the previous refresh
+    fraction: float | None  # progress 0..1 when the loop's length is known
+    eta: float | None  # seconds
+    samples_per_s: float | None
+    final: bool = False
+
+
+@dataclass
+class _PendingStep:
+    step: int
+    time: float
+    dt: float
+    samples: int
+    lrs: list[Any]
+    loss: torch.Tensor | None
+    grad_norm: torch.Tensor | None
+    metrics: dict[str, Any]
+    param_names: list[str] = field(default_factory=list)
+    param_norms: torch.Tensor | None = None
+    update_ratios: torch.Tensor | None = None
+    histograms: torch.Tensor | None = None
+    activations: list[tuple[str, torch.Tensor]] = field(default_factory=list)
+    root_flags: list[tuple[str, torch.Tensor]] = field(default_factory=list)
+    leaf_flags: list[tuple[str, torch.Tensor]] = field(default_factory=list)
+
+
+_ACTIVE: list[TrainingMonitor] = []
+
+
+def active_monitor() -> TrainingMonitor | None:
+    return _ACTIVE[-1] if _ACTIVE else None
+
+
+class TrainingMonitor:
+    """Watches a training loop run inside ``with TrainingMonitor(...):``.
+
+    Args:
+        models: models to name modules after (the first is named without a prefix); models the
+            loop creates itself are found by the global module hooks.
+        optimizers: optimizers whose steps are the steps; others are found when they step.
+        model_names: variable names for ``models``, used as prefixes for all but the first.
+        every: the :class:`StepSchedule` period for costly statistics (0: never).
+        histograms: also record per-parameter gradient histograms on scheduled steps.
+        total: the number of ``backward()`` calls the loop will make, when known (progress, ETA).
+        refresh_interval: seconds between refreshes (host transfers and display updates).
+        on_refresh: callbacks taking a :class:`Snapshot`.
+        catch_sigint: turn the first Ctrl-C into a stop at the next step boundary.
+    """
+
+    def __init__(
+        self,
+        models: Iterable[torch.nn.Module] = (),
+        optimizers: Iterable[torch.optim.Optimizer] = (),
+        *,
+        model_names: Iterable[str] | None = None,
+        every: int = 10,
+        histograms: bool = False,
+        total: int | None = None,
+        refresh_interval: float = 0.25,
+        on_refresh: Iterable[Callable[[Snapshot], None]] = (),
+        catch_sigint: bool = True,
+        capture_python_warnings: bool = True,
+    ) -> None:
+        self.models = list(models)
+        self.optimizers = list(optimizers)
+        self._model_names = list(model_names or [])
+        self.schedule = StepSchedule(every)
+        self.histograms = histograms
+        self.total = total
+        self.refresh_interval = refresh_interval
+        self.on_refresh = list(on_refresh)
+        self.catch_sigint = catch_sigint
+        self.capture_python_warnings = capture_python_warnings
+
+        self.result = RunResult(total_steps=None)
+        self.alerts = AlertBook()
+        self.stop_request = StopRequest()
+        self.names = ModuleNames()
+        self._attachments = Attachments()
+        self._reset_counters()
+
+    # ----------------------------------------------------------------- lifecycle
+    def _reset_counters(self) -> None:
+        self.step = 0
+        self.backward_calls = 0
+        self._micro = 0
+        self._opt_mode = bool(self.optimizers)
+        self._last_event: str | None = None
+        self._loss_acc: torch.Tensor | None = None
+        self._scaled: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._samples = 0
+        self._batch_counted = False
+        self._depth = 0
+        self._metrics: dict[str, Any] = {}
+        self._gn: torch.Tensor | None = None
+        self._param_norms: tuple[list[str], torch.Tensor] | None = None
+        self._hist: torch.Tensor | None = None
+        self._update_ref: tuple[list[str], list[torch.Tensor]] | None = None
+        self._update_ratios: torch.Tensor | None = None
+        self._activations: list[tuple[str, torch.Tensor]] = []
+        self._act_done: set[int] = set()
+        self._root_flags: list[tuple[str, torch.Tensor]] = []
+        self._leaf_flags: list[tuple[str, torch.Tensor]] = []
+        self._outputs: list[tuple[str, torch.Tensor]] = []
+        self._root_args: tuple[Any, ...] = ()
+        self._collect_outputs = False
+        self._localise_leaves = False  # armed after a non-finite value on a deferred device
+        self._pending: list[_PendingStep] = []
+        self._late: list[tuple[int, str, Any]] = []  # metrics logged just after their step ended
+        self._layers: dict[int, LayerInfo] = {}
+        self._layer_sigs: dict[int, tuple[Any, Any]] = {}
+        self._param_names: dict[int, str] = {}
+        self._opt_steps_seen = 0
+        self._last_lrs: list[Any] = []
+        self._grad_history: list[float] = []
+        self._rows_reported = 0
+        self._t0 = time.perf_counter()
+        self._last_step_t = self._t0
+        self._last_refresh = 0.0
+        self._running = False
+
+    def __enter__(self) -> TrainingMonitor:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        self.stop(exc)
+        return False
+
+    def start(self) -> None:
+        self._reset_counters()
+        for i, model in enumerate(self.models):
+            prefix = "" if i == 0 else (self._model_names[i] if i < len(self._model_names) else None)
+            self.names.add_root(model, prefix)
+        a = self._attachments
+        try:
+            a.hook(nn_module.register_module_forward_pre_hook(self._before_forward))
+            a.hook(nn_module.register_module_forward_hook(self._after_forward, always_call=True))
+            a.hook(optim_module.register_optimizer_step_pre_hook(self._before_optimizer_step))
+            a.hook(optim_module.register_optimizer_step_post_hook(self._after_optimizer_step))
+            self._patch_backward()
+            self._patch_grad_scaler()
+            if self.catch_sigint:
+                self.stop_request.install(a)
+            if self.capture_python_warnings:
+                capture_warnings(a, self._on_warning)
+            _ACTIVE.append(self)
+            a.callback(lambda: _ACTIVE.remove(self) if self in _ACTIVE else None)
+        except BaseException:
+            a.detach()
+            raise
+        self._running = True
+        self._t0 = self._last_step_t = time.perf_counter()
+        self._refresh(time.perf_counter())
+
+    def stop(self, exc: BaseException | None = None) -> RunResult:
+        """Detach everything, take the last values, and settle the status. Idempotent."""
+        if not self._running:
+            return self.result
+        self._running = False
+        try:
+            if self._micro > 0 and not self._opt_mode:
+                self._finish_step(None)
+        finally:
+            errors = self._attachments.detach()
+        r = self.result
+        r.elapsed = time.perf_counter() - self._t0
+        if exc is None:
+            r.status = "interrupted" if self.stop_request.requested else "completed"
+        elif isinstance(exc, KeyboardInterrupt):
+            r.status = "interrupted"
+        else:
+            r.status = "failed"
+            r.error = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, torch.OutOfMemoryError):
+                self.alerts.add("oom", self.step + 1, str(exc).splitlines()[0] if str(exc) else "out of memory")
+        if errors:
+            r.error = (r.error + "; " if r.error else "") + f"cleanup: {errors[0]!r}"
+        try:
+            self._refresh(time.perf_counter(), final=True)
+        except Exception as refresh_error:  # noqa: BLE001 - e.g. a device in an error state after OOM
+            r.error = (r.error + "; " if r.error else "") + f"final refresh: {refresh_error!r}"
+        return r
+
+    # ----------------------------------------------------------------- attach points
+    def _patch_backward(self) -> None:
+        original = torch.autograd.backward
+        monitor = self
+
+        def backward(tensors: Any, *args: Any, **kwargs: Any) -> Any:
+            monitor._before_backward(tensors)
+            out = original(tensors, *args, **kwargs)
+            monitor._after_backward()
+            return out
+
+        backward.__wrapped__ = original  # type: ignore[attr-defined]
+        self._attachments.patch(torch.autograd, "backward", backward)
+
+    def _patch_grad_scaler(self) -> None:
+        scaler_cls = torch.amp.GradScaler
+        original_scale = scaler_cls.scale
+        original_step = scaler_cls.step
+        monitor = self
+
+        def scale(scaler: Any, outputs: Any) -> Any:
+            scaled = original_scale(scaler, outputs)
+            if isinstance(outputs, torch.Tensor) and outputs.numel() == 1:
+                monitor._scaled = (scaled, outputs.detach())
+            return scaled
+
+        def step(scaler: Any, optimizer: Any, *args: Any, **kwargs: Any) -> Any:
+            before = monitor._opt_steps_seen
+            out = original_step(scaler, optimizer, *args, **kwargs)
+            if monitor._opt_steps_seen == before and scaler.is_enabled():
+                monitor._skip_step()
+            return out
+
+        self._attachments.patch(scaler_cls, "scale", scale)
+        self._attachments.patch(scaler_cls, "step", step)
+
+    # ----------------------------------------------------------------- backward / steps
+    def _before_backward(self, tensors: Any) -> None:
+        if not self._opt_mode and self._micro > 0:
+            self._finish_step(None)
+        t = tensors if isinstance(tensors, torch.Tensor) else None
+        if t is None and isinstance(tensors, (tuple, list)) and len(tensors) == 1 and isinstance(tensors[0], torch.Tensor):
+            t = tensors[0]
+        if t is None or t.numel() != 1:
+            return
+        value = t.detach()
+        if self._scaled is not None and self._scaled[0] is t:
+            value = self._scaled[1]
+        self._scaled = None
+        value = value.reshape(()).float() if value.dtype != torch.float64 else value.reshape(())
+        self._loss_acc = value if self._loss_acc is None else self._loss_acc + value
+
+    def _after_backward(self) -> None:
+        self._micro += 1
+        self.backward_calls += 1
+        self._batch_counted = False
+        self._last_event = "backward"
+        if not self._opt_mode:
+            params = [p for root in self.names._keep for p in root.parameters() if p.grad is not None]
+            self._take_gradients(params)
+
+    def _before_optimizer_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if not self._opt_mode:
+            self._opt_mode = True
+        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        self._take_gradients(params)
+        if self.schedule(self.step + 1):
+            dense = [p for p in params if not p.is_sparse]
+            with torch.no_grad():
+                self._update_ref = (self._names_of(dense), [p.detach().clone() for p in dense])
+
+    def _after_optimizer_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self._opt_steps_seen += 1
+        if self._update_ref is not None:
+            names, before = self._update_ref
+            after = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None and not p.is_sparse]
+            if len(after) == len(before):
+                with torch.no_grad():
+                    delta = devicestats.grad_norms(list(torch._foreach_sub(after, before)))
+                    weight = devicestats.grad_norms([p.detach() for p in after])
+                    if delta:
+                        self._update_ratios = torch.stack([d.float() for d in delta]) / (
+                            torch.stack([w.float() for w in weight]) + 1e-12)
+            self._update_ref = None
+        lrs = [g.get("lr") for g in optimizer.param_groups]
+        if self._micro == 0 and self._last_event == "optimizer":
+            return  # a second optimizer stepping on the same gradients: same step
+        self._finish_step(lrs)
+        self._last_event = "optimizer"
+
+    def _skip_step(self) -> None:
+        """GradScaler found inf/NaN gradients and skipped optimizer.step()."""
+        self.result.skipped_steps += 1
+        self._loss_acc = None
+        self._micro = 0
+        self._samples = 0
+        self._gn = None
+        self._param_norms = None
+        self._hist = None
+        self._update_ref = None
+
+    def _take_gradients(self, params: list[torch.Tensor]) -> None:
+        dense = [p for p in params if p.grad is not None and not p.grad.is_sparse]
+        if not dense:
+            return
+        norms = devicestats.grad_norms([p.grad for p in dense])  # type: ignore[misc]
+        gn = devicestats.total_norm(norms)
+        if gn is not None:
+            self._gn = gn if self._gn is None else torch.sqrt(self._gn**2 + gn.to(self._gn.device) ** 2)
+        if self.schedule(self.step + 1):
+            device = norms[0].device
+            self._param_norms = (self._names_of(dense), torch.stack([n.float().to(device) for n in norms]))
+            if self.histograms:
+                self._hist = torch.stack([devicestats.log_magnitude_histogram(p.grad).to(device) for p in dense])  # type: ignore[arg-type]
+        if norms and norms[0].device.type == "cpu" and gn is not None and not math.isfinite(float(gn)):
+            first = next((n for n, v in zip(self._names_of(dense), norms) if not math.isfinite(float(v))), None)
+            self._alert_nonfinite("gradient", first, self.step + 1)
+
+    def _names_of(self, params: list[torch.Tensor]) -> list[str]:
+        missing = [p for p in params if id(p) not in self._param_names]
+        if missing:
+            self._param_names = self.names.parameter_names()
+        return [self._param_names.get(id(p), f"param{i}") for i, p in enumerate(params)]
+
+    def _finish_step(self, lrs: list[Any] | None) -> None:
+        self.step += 1
+        now = time.perf_counter()
+        if lrs is not None:
+            self._last_lrs = lrs
+        names, norms = self._param_norms if self._param_norms is not None else ([], None)
+        rec = _PendingStep(
+            step=self.step, time=now - self._t0, dt=now - self._last_step_t, samples=self._samples,
+            lrs=list(self._last_lrs), loss=self._loss_acc, grad_norm=self._gn, metrics=self._metrics,
+            param_names=names, param_norms=norms, update_ratios=self._update_ratios, histograms=self._hist,
+            activations=self._activations, root_flags=self._root_flags, leaf_flags=self._leaf_flags,
+        )
+        if rec.loss is not None and rec.loss.device.type == "cpu" and not math.isfinite(float(rec.loss)):
+            self._alert_nonfinite("loss", None, self.step)
+        self._pending.append(rec)
+        self._last_step_t = now
+        self._micro = 0
+        self._samples = 0
+        self._loss_acc = None
+        self._gn = None
+        self._metrics = {}
+        self._param_norms = None
+        self._update_ratios = None
+        self._hist = None
+        self._activations = []
+        self._act_done = set()
+        self._root_flags = []
+        self._leaf_flags = []
+        if now - self._last_refresh >= self.refresh_interval:
+            self._refresh(now)
+
+    # ----------------------------------------------------------------- forward hooks
+    def _before_forward(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
+        __tracebackhide__ = True
+        if self._depth == 0:
+            if self.stop_request.requested and self._micro == 0:
+                raise TrainingStopped(f"training stopped after step {self.step}")
+            if not self.names.known(module):
+                self.names.add_root(module)
+            if torch.is_grad_enabled() and not self._batch_counted:
+                bs = shapes.batch_size(args, module)
+                if bs:
+                    self._samples += bs
+                    self._batch_counted = True
+            self._collect_outputs = torch.is_grad_enabled()
+            self._root_args = args
+            now = time.perf_counter()
+            if now - self._last_refresh >= 4 * self.refresh_interval:
+                self._refresh(now)  # a long step: keep the display (memory, elapsed) alive
+        self._depth += 1
+
+    def _after_forward(self, module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        self._depth = max(0, self._depth - 1)
+        key = id(module)
+        sig = (shapes.signature(args), shapes.signature(output))
+        info = self._layers.get(key)
+        if info is None:
+            name = self.names.name(module)
+            info = self._layers[key] = LayerInfo(type(module).__name__ if name is None else name, type(module).__name__)
+        elif self._layer_sigs.get(key) != sig:
+            info.shape_changes += 1
+            info.last_change_step = self.step + 1
+        if self._layer_sigs.get(key) != sig:
+            self._layer_sigs[key] = sig
+            info.input, info.output = shapes.format_signature(sig[0]), shapes.format_signature(sig[1])
+        info.calls += 1
+        out = shapes.first_tensor(output)
+        if out is not None and self.names.is_leaf(module) and torch.is_grad_enabled():
+            if out.device.type == "cpu":
+                if self._collect_outputs:
+                    self._outputs.append((info.name, out))
+            elif self._localise_leaves and (out.is_floating_point() or out.is_complex()):
+                self._leaf_flags.append((info.name, torch.isfinite(out.detach()).all()))
+            if key not in self._act_done and self.schedule(self.step + 1) and (out.is_floating_point() or out.is_complex()):
+                self._act_done.add(key)
+                self._activations.append((info.name, devicestats.activation_summary(out)))
+        if self._depth == 0:
+            self._check_root(info.name, output)
+
+    def _check_root(self, name: str, output: Any) -> None:
+        tensors = shapes.tensors_in(output)
+        flag = devicestats.all_finite(tensors) if tensors else None
+        outputs, self._outputs = self._outputs, []
+        root_args, self._root_args = self._root_args, ()
+        if flag is None:
+            return
+        if flag.device.type != "cpu":
+            self._root_flags.append((name, flag))
+            return
+        if bool(flag):
+            return
+        culprit = name
+        inputs = shapes.tensors_in(root_args)
+        if inputs and not bool(devicestats.all_finite(inputs)):
+            self._alert_nonfinite("input", name, self.step + 1, note=f"the input to {name or 'the model'} is already non-finite")
+            return
+        for leaf, t in outputs:
+            if not bool(torch.isfinite(t.detach()).all()):
+                culprit = leaf
+                break
+        self._alert_nonfinite("activation", culprit, self.step + 1)
+
+    def _alert_nonfinite(self, what: str, module: str | None, step: int, note: str | None = None) -> None:
+        where = f" first seen in {module}" if module else ""
+        message = note or f"non-finite {what}{where}"
+        self.alerts.add("nonfinite", step, message, module=module, key=f"nonfinite:{what}")
+
+    # ----------------------------------------------------------------- user-facing hooks
+    def log(self, values: dict[str, Any]) -> None:
+        """Values logged after a step's optimizer.step() and before the next backward() belong to that step."""
+        after_step = self._micro == 0 and self.step > 0 and self._last_event == "optimizer"
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                value = value.detach()
+                if value.numel() != 1:
+                    raise ValueError(f"torchmagic.log: {name!r} has {value.numel()} elements; log scalars")
+            elif not isinstance(value, (int, float, bool)):
+                raise TypeError(f"torchmagic.log: {name!r} is a {type(value).__name__}; log numbers or 1-element tensors")
+            if after_step:
+                self._late.append((self.step, str(name), value))
+            else:
+                self._metrics[str(name)] = value
+
+    def _on_warning(self, category: str, message: str) -> None:
+        first_line = message.strip().splitlines()[0] if message.strip() else category
+        self.alerts.add("warning", self.step + 1, f"{category}: {first_line}", key=f"{category}:{message}")
+
+    # ----------------------------------------------------------------- refresh
+    def progress(self) -> tuple[float | None, float | None]:
+        if not self.total or self.backward_calls == 0:
+            return None, None
+        fraction = min(1.0, self.backward_calls / self.total)
+        elapsed = time.perf_counter() - self._t0
+        eta = elapsed * (1 - fraction) / fraction if fraction > 0 else None
+        return fraction, eta
+
+    def _refresh(self, now: float, final: bool = False) -> None:
+        self._last_refresh = now
+        pending, self._pending = self._pending, []
+        if pending:
+            self._absorb(pending)
+        if self._late:
+            self._absorb_late()
+        self.result.layers = list(self._layers.values())
+        self._sample_memory(now)
+        self.result.steps = self.step
+        self.result.alerts = self.alerts.alerts
+        if self.total and self.backward_calls:
+            self.result.total_steps = max(self.step, round(self.step * self.total / self.backward_calls))
+        fraction, eta = self.progress()
+        rate = _recent_rate(self.result.columns)
+        snapshot = Snapshot(self.result, self._rows_reported, fraction, eta, rate, final)
+        self._rows_reported = len(self.result.columns.get("step", []))
+        for callback in self.on_refresh:
+            callback(snapshot)
+
+    def _absorb(self, pending: list[_PendingStep]) -> None:
+        """Move a batch of finished steps to the host (one transfer per device) and record them."""
+        tensors: list[torch.Tensor] = []
+        slots: list[tuple[int, str, Any]] = []
+
+        def want(i: int, kind: str, t: Any, extra: Any = None) -> None:
+            if isinstance(t, torch.Tensor):
+                slots.append((i, kind, extra))
+                tensors.append(t)
+
+        for i, rec in enumerate(pending):
+            want(i, "loss", rec.loss)
+            want(i, "grad_norm", rec.grad_norm)
+            want(i, "param_norms", rec.param_norms)
+            want(i, "update_ratios", rec.update_ratios)
+            want(i, "histograms", rec.histograms)
+            for name, value in rec.metrics.items():
+                want(i, "metric", value, name)
+            for name, value in rec.activations:
+                want(i, "activation", value, name)
+            for name, value in rec.root_flags:
+                want(i, "root_flag", value, name)
+            for name, value in rec.leaf_flags:
+                want(i, "leaf_flag", value, name)
+            for j, lr in enumerate(rec.lrs):
+                want(i, "lr", lr, j)
+        host = devicestats.to_host(tensors)
+        values: list[dict[str, Any]] = [{} for _ in pending]
+        for (i, kind, extra), v in zip(slots, host):
+            if kind in ("metric", "activation", "root_flag", "leaf_flag", "lr"):
+                values[i].setdefault(kind, []).append((extra, v))
+            else:
+                values[i][kind] = v
+        for rec, got in zip(pending, values):
+            self._record_step(rec, got)
+
+    def _absorb_late(self) -> None:
+        late, self._late = self._late, []
+        host = devicestats.to_host([v for _, _, v in late if isinstance(v, torch.Tensor)])
+        values = iter(host)
+        cols = self.result.columns
+        n = len(cols.get("step", []))
+        for step, name, value in late:
+            v = next(values)[0] if isinstance(value, torch.Tensor) else float(value)
+            column = cols.setdefault(name, [None] * n)
+            if 0 < step <= n:
+                column[step - 1] = v
+
+    def _record_step(self, rec: _PendingStep, got: dict[str, Any]) -> None:
+        cols = self.result.columns
+        n = len(cols.get("step", []))
+        loss = got["loss"][0] if "loss" in got else None
+        gn = got["grad_norm"][0] if "grad_norm" in got else None
+        lrs: list[float | None] = [float(lr) if isinstance(lr, (int, float)) else None for lr in rec.lrs]
+        for j, v in got.get("lr", []):
+            lrs[j] = v[0]
+        row: dict[str, Any] = {
+            "step": rec.step, "time": rec.time, "loss": loss, "lr": lrs[0] if lrs else None,
+            "grad_norm": gn, "samples_per_s": rec.samples / rec.dt if rec.samples and rec.dt > 0 else None,
+            "step_time": rec.dt,
+        }
+        for j, lr in enumerate(lrs[1:], start=1):
+            row[f"lr_{j}"] = lr
+        for name, value in rec.metrics.items():
+            if not isinstance(value, torch.Tensor):
+                row[name] = float(value) if isinstance(value, (int, float, bool)) else value
+        for name, v in got.get("metric", []):
+            row[name] = v[0]
+        for key, value in row.items():
+            column = cols.setdefault(key, [None] * n)
+            column.append(value)
+        for column in cols.values():
+            if len(column) < n + 1:
+                column.append(None)
+        self._check_values(rec.step, loss, gn, got)
+        self._record_layers(rec, got)
+
+    def _check_values(self, step: int, loss: float | None, gn: float | None, got: dict[str, Any]) -> None:
+        flags = got.get("root_flag", [])
+        bad_root = next((name for name, v in flags if not v[0]), None)
+        leaf_flags = got.get("leaf_flag", [])
+        bad_leaf = next((name for name, v in leaf_flags if not v[0]), None)
+        if bad_leaf is not None:
+            self._alert_nonfinite("activation", bad_leaf, step)
+        elif bad_root is not None:
+            self._alert_nonfinite("activation", bad_root, step, note=f"non-finite output of {bad_root or 'the model'}; "
+                                  "the first module to produce it is named at the next non-finite forward")
+            self._localise_leaves = True
+        if loss is not None and not math.isfinite(loss):
+            self._alert_nonfinite("loss", None, step)
+        if gn is not None:
+            if not math.isfinite(gn):
+                self._alert_nonfinite("gradient", None, step)
+            else:
+                recent = self._grad_history[-50:]
+                if len(recent) >= 10:
+                    median = statistics.median(recent)
+                    if median > 0 and gn > EXPLODING_FACTOR * median:
+                        self.alerts.add("exploding_grad", step, f"gradient norm {gn:.3g} is {gn / median:.0f}x the recent median {median:.3g}",
+                                        key="exploding")
+                if 0 < gn < VANISHING_NORM or (gn == 0 and self.step > 1):
+                    self.alerts.add("vanishing_grad", step, f"gradient norm {gn:.3g} (vanishing)", key="vanishing")
+                self._grad_history.append(gn)
+                if len(self._grad_history) > 1000:
+                    del self._grad_history[:500]
+
+    def _record_layers(self, rec: _PendingStep, got: dict[str, Any]) -> None:
+        by_name = {info.name: info for info in self._layers.values()}
+        rows = self.result.layer_rows
+        if "param_norms" in got:
+            per_layer: dict[str, float] = {}
+            for pname, norm in zip(rec.param_names, got["param_norms"]):
+                layer = pname.rsplit(".", 1)[0] if "." in pname else ""
+                per_layer[layer] = per_layer.get(layer, 0.0) + norm * norm
+            for layer, sq in per_layer.items():
+                value = math.sqrt(sq) if math.isfinite(sq) else float("nan")
+                if layer in by_name:
+                    by_name[layer].grad_norm = value
+                rows.append((rec.step, layer, "grad_norm", value))
+            for pname, ratio in zip(rec.param_names, got.get("update_ratios", [])):
+                layer = pname.rsplit(".", 1)[0] if "." in pname else ""
+                if layer in by_name:
+                    by_name[layer].update_ratio = ratio
+                rows.append((rec.step, pname, "update_ratio", ratio))
+        for name, (mean, std, zeros, nonfinite) in got.get("activation", []):
+            if name in by_name:
+                info = by_name[name]
+                info.act_mean, info.act_std, info.act_zeros = mean, std, zeros
+            rows.extend([(rec.step, name, "act_mean", mean), (rec.step, name, "act_std", std),
+                         (rec.step, name, "act_zeros", zeros)])
+        if len(rows) > LAYER_HISTORY_LIMIT:
+            self.result.layer_rows_dropped += len(rows) // 2
+            del rows[: len(rows) // 2]
+        if "histograms" in got:
+            h = self.result.histograms
+            if not h:
+                h.update(steps=[], names=list(rec.param_names), counts=[],
+                         edges=[devicestats.HIST_LOG10_RANGE[0] + i * (devicestats.HIST_LOG10_RANGE[1] - devicestats.HIST_LOG10_RANGE[0]) / devicestats.HIST_BINS
+                                for i in range(devicestats.HIST_BINS + 1)])
+            if list(rec.param_names) == h["names"]:
+                bins = devicestats.HIST_BINS
+                flat = got["histograms"]
+                h["steps"].append(rec.step)
+                h["counts"].append([flat[k * bins:(k + 1) * bins] for k in range(len(flat) // bins)])
+                if len(h["steps"]) > HISTOGRAM_SNAPSHOTS:
+                    del h["steps"][0], h["counts"][0]
+
+    def _sample_memory(self, now: float) -> None:
+        times = self.result.memory.get("time")
+        if times and now - self._t0 - times[-1] < 0.5 and self._running:
+            return  # at most two samples a second; the final refresh always samples
+        sample = memory.memory_sample()
+        mem = self.result.memory
+        n = len(mem.get("time", []))
+        mem.setdefault("time", []).append(now - self._t0)
+        mem.setdefault("step", []).append(self.step)
+        for key, value in sample.items():
+            mem.setdefault(key, [None] * n).append(value)
+
+
+def _recent_rate(cols: dict[str, list[Any]]) -> float | None:
+    rates = [r for r in cols.get("samples_per_s", [])[-20:] if r]
+    return statistics.median(rates) if rates else None

@@ -1,0 +1,91 @@
+"""What a training run leaves behind: ``torchmagic.last_run()`` returns one of these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from torchmagic.core.alerts import Alert
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass
+class LayerInfo:
+    name: str
+    type: str
+    calls: int = 0
+    input: str = ""
+    output: str = ""
+    shape_changes: int = 0
+    last_change_step: int | None = None
+    act_mean: float | None = None
+    act_std: float | None = None
+    act_zeros: float | None = None
+    grad_norm: float | None = None
+    update_ratio: float | None = None
+
+
+@dataclass
+class RunResult:
+    """The record of one run: status, steps, per-step history, alerts, layers, memory."""
+
+    status: str = "running"  # "running", "completed", "interrupted" or "failed"
+    steps: int = 0
+    skipped_steps: int = 0
+    elapsed: float = 0.0
+    error: str | None = None
+    alerts: list[Alert] = field(default_factory=list)
+    layers: list[LayerInfo] = field(default_factory=list)
+    columns: dict[str, list[Any]] = field(default_factory=dict)
+    memory: dict[str, list[float]] = field(default_factory=dict)
+    histograms: dict[str, Any] = field(default_factory=dict)  # {"steps", "names", "counts", "edges"}
+    total_steps: int | None = None
+    layer_rows: list[tuple[int, str, str, float]] = field(default_factory=list, repr=False)
+    layer_rows_dropped: int = 0  # oldest rows dropped to bound memory on very long runs
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """One row per optimizer step: step, time, loss, lr (lr_1… for more groups), logged metrics."""
+        import pandas as pd
+
+        return pd.DataFrame(self.columns).set_index("step", drop=False) if self.columns else pd.DataFrame(
+            columns=["step", "time", "loss", "lr"])
+
+    @property
+    def layer_stats(self) -> pd.DataFrame:
+        """Scheduled per-layer statistics, long format: step, name, stat, value."""
+        import pandas as pd
+
+        return pd.DataFrame(self.layer_rows, columns=["step", "name", "stat", "value"])
+
+    @property
+    def memory_history(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame(self.memory)
+
+    @property
+    def final_loss(self) -> float | None:
+        losses = [v for v in self.columns.get("loss", []) if v is not None]
+        return losses[-1] if losses else None
+
+    def summary(self) -> str:
+        from torchmagic.core.formatting import duration
+
+        parts = [f"{self.status}: {self.steps} steps in {duration(self.elapsed)}"]
+        if self.final_loss is not None:
+            parts.append(f"final loss {self.final_loss:.4g}")
+        if self.skipped_steps:
+            parts.append(f"{self.skipped_steps} skipped by GradScaler")
+        if self.alerts:
+            parts.append(f"{len(self.alerts)} alert{'s' if len(self.alerts) != 1 else ''}")
+        return ", ".join(parts)
+
+    def __repr__(self) -> str:
+        lines = [f"<RunResult {self.summary()}>"]
+        lines += [f"  {a}" for a in self.alerts[:10]]
+        if self.error:
+            lines.append(f"  error: {self.error}")
+        return "\n".join(lines)

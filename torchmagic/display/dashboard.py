@@ -1,0 +1,229 @@
+"""The live dashboard: bokeh plots plus HTML sections, refreshed from monitor snapshots.
+
+Two ways to reach the browser:
+
+* ``lab`` — the lab extension's ``DashboardView``: each refresh is ONE custom widget message
+  carrying every section, the progress and all curve points as float32 buffers;
+* ``widgets`` — stock ipywidgets + jupyter_bokeh (for front ends without the extension): the
+  same content, more messages, so it refreshes less often.
+
+When the run ends the live output is replaced by a static HTML snapshot (SVG charts), which
+stays visible in a saved notebook, in nbconvert's HTML and in headless runs, and keeps the
+notebook small; the widgets are then closed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import ipywidgets as widgets
+import numpy as np
+from IPython.display import HTML, display
+from jupyter_bokeh import BokehModel
+
+from torchmagic.core.monitor import Snapshot
+from torchmagic.core.result import RunResult
+from torchmagic.display import figures, panels, protocol
+from torchmagic.display.series import Decimator, ema
+from torchmagic.display.svg import PALETTE
+from torchmagic.display.widget import DashboardWidget
+
+HIST_ROLLOVER_SNAPSHOTS = 64
+LAYER_TABLE_INTERVAL = 2.0  # seconds between redraws of the (larger) layer table
+WIDGETS_INTERVAL = 2.0  # the stock-widget path sends more messages per refresh: refresh less often
+
+
+class LiveDashboard:
+    """A monitor ``on_refresh`` callback that draws the run and freezes it at the end."""
+
+    def __init__(self, title: str = "", *, histograms: bool = False, transport: str = "lab") -> None:
+        self.transport = transport
+        self.figs = figures.build(histograms)
+        self.plot = BokehModel(self.figs.layout)
+        self._steps = Decimator(2000)
+        self._memory = Decimator(1000)
+        self._layer_dec = Decimator(1000)
+        self._ema: list[float | None] = []
+        self._ema_last: float | None = None
+        self._tracked: list[str] = []
+        self._layer_cols: dict[str, list[float | None]] = {"x": []}
+        self._layer_rows_seen = 0
+        self._hist_last_step = 0
+        self._sections: dict[str, str] = {}
+        self._alerts_version = -1
+        self._layers_at = 0.0
+        self._last_send = 0.0
+        self.messages_sent = 0
+        if transport == "lab":
+            self.widget: widgets.Widget = DashboardWidget(plot=self.plot, title=title)
+            self._children: list[widgets.Widget] = [self.widget, self.plot]
+        else:
+            self._html = {name: widgets.HTML() for name in protocol.SECTIONS}
+            self._bar = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, description="", layout={"width": "60%"})
+            self._bar_label = widgets.Label()
+            row = widgets.HBox([self._bar, self._bar_label])
+            self.widget = widgets.VBox([self._html["header"], row, self._html["alerts"], self.plot,
+                                        self._html["layers"], self._html["footer"]])
+            self._children = [self.widget, row, self._bar, self._bar_label, self.plot, *self._html.values()]
+        self._handle = display(self.widget, display_id=True)
+        self.frozen = False
+
+    # ------------------------------------------------------------------ refresh
+    def __call__(self, snap: Snapshot) -> None:
+        if self.frozen:
+            return
+        now = time.monotonic()
+        if not snap.final and self.transport != "lab" and now - self._last_send < WIDGETS_INTERVAL:
+            return
+        self._last_send = now
+        sections = self._changed_sections(snap, now)
+        batches = self._column_batches(snap.result)
+        progress = {"fraction": snap.fraction, "label": panels.progress_label(snap)}
+        if self.transport == "lab":
+            self._send_lab(sections, progress, batches)
+        else:
+            self._apply_widgets(sections, progress, batches)
+        if snap.final:
+            self.freeze(snap.result, snap)
+
+    def _changed_sections(self, snap: Snapshot, now: float) -> dict[str, str]:
+        r = snap.result
+        fresh = {"header": f"{panels.STYLE}<div class='tm-dash'>{panels.header(snap, 'running' if not snap.final else r.status)}</div>"}
+        if r.alerts and (len(r.alerts), sum(a.count for a in r.alerts)) != self._alerts_version:
+            self._alerts_version = (len(r.alerts), sum(a.count for a in r.alerts))
+            fresh["alerts"] = f"<div class='tm-dash'>{panels.alerts(r)}</div>"
+        if now - self._layers_at >= LAYER_TABLE_INTERVAL or snap.final:
+            self._layers_at = now
+            colors = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(self._tracked)}
+            fresh["layers"] = f"<div class='tm-dash'>{panels.layers(r, colors)}</div>"
+        if "footer" not in self._sections:
+            fresh["footer"] = ("<div class='tm-dash' style='color:#888'>Ctrl-C or the kernel's stop button stops "
+                               "after the current step</div>")
+        changed = {k: v for k, v in fresh.items() if self._sections.get(k) != v}
+        self._sections.update(changed)
+        return changed
+
+    def _column_batches(self, r: RunResult) -> list[tuple[str, Any, dict[str, np.ndarray], int | None]]:
+        """(kind, source, columns, rollover) for every source with something new."""
+        out: list[tuple[str, Any, dict[str, np.ndarray], int | None]] = []
+        cols = r.columns
+        losses = cols.get("loss", [])
+        smoothed, self._ema_last = ema(losses[len(self._ema):], start=self._ema_last)
+        self._ema.extend(smoothed)
+        step_cols = {"x": cols.get("step", []), "loss": losses, "loss_smooth": self._ema, "lr": cols.get("lr", []),
+                     "rate": cols.get("samples_per_s", []), "grad_norm": cols.get("grad_norm", [])}
+        got = self._steps.take({k: v if v else [None] * len(step_cols["x"]) for k, v in step_cols.items()}, "x")
+        if got:
+            out.append((got[0], self.figs.steps, got[1], None))
+        mem = r.memory
+        if mem.get("time"):
+            n = len(mem["time"])
+            mem_cols = {"t": mem["time"]}
+            for key in ("rss", "cuda_allocated", "cuda_reserved"):
+                mem_cols[key] = mem.get(key) or [None] * n
+            got = self._memory.take(mem_cols, "t")
+            if got:
+                for key in ("rss", "cuda_allocated", "cuda_reserved"):
+                    got[1][key] = got[1][key] / np.float32(2**20)
+                out.append((got[0], self.figs.memory, got[1], None))
+        self._collect_layer_rows(r)
+        got = self._layer_dec.take(self._layer_cols, "x")
+        if got:
+            out.append((got[0], self.figs.layers, got[1], None))
+        hist = self._histogram_batch(r)
+        if hist is not None:
+            out.append(hist)
+        return out
+
+    def _collect_layer_rows(self, r: RunResult) -> None:
+        rows = r.layer_rows
+        start = max(0, self._layer_rows_seen - r.layer_rows_dropped)
+        if start >= len(rows):
+            return
+        self._layer_rows_seen = r.layer_rows_dropped + len(rows)
+        by_step: dict[int, dict[str, float]] = {}
+        for step, name, stat, value in rows[start:]:
+            if stat == "grad_norm" and name not in self._tracked and len(self._tracked) < figures.TRACKED_LAYERS:
+                self._tracked.append(name)
+            if name in self._tracked and stat in ("grad_norm", "act_std"):
+                i = self._tracked.index(name)
+                by_step.setdefault(step, {})[("g" if stat == "grad_norm" else "a") + str(i)] = value
+        for step in sorted(by_step):
+            values = by_step[step]
+            n = len(self._layer_cols["x"])
+            self._layer_cols["x"].append(step)
+            for i in range(figures.TRACKED_LAYERS):
+                for prefix in ("g", "a"):
+                    col = self._layer_cols.setdefault(f"{prefix}{i}", [None] * n)
+                    col.append(values.get(f"{prefix}{i}"))
+
+    def _histogram_batch(self, r: RunResult) -> tuple[str, Any, dict[str, np.ndarray], int | None] | None:
+        h = r.histograms
+        if self.figs.hist is None or not h or not h["steps"] or h["steps"][-1] <= self._hist_last_step:
+            return None
+        step, counts = h["steps"][-1], h["counts"][-1][: figures.TRACKED_LAYERS]
+        width = step - self._hist_last_step if self._hist_last_step else max(1, step)
+        self._hist_last_step = step
+        bins = len(counts[0]) if counts else 0
+        ys = [k + (b + 0.5) / bins for k in range(len(counts)) for b in range(bins)]
+        values = np.log1p(np.asarray(counts, dtype=np.float32)).reshape(-1)
+        columns = {"x": np.full(len(ys), step - width / 2, dtype=np.float32), "y": np.asarray(ys, dtype=np.float32),
+                   "w": np.full(len(ys), width, dtype=np.float32), "v": values}
+        return "stream", self.figs.hist, columns, HIST_ROLLOVER_SNAPSHOTS * len(ys)
+
+    # ------------------------------------------------------------------ transports
+    def _send_lab(self, sections: dict[str, str], progress: dict[str, Any],
+                  batches: list[tuple[str, Any, dict[str, np.ndarray], int | None]]) -> None:
+        buffers: list[bytes] = []
+        streams: list[protocol.ColumnBatch] = []
+        replace: list[protocol.ColumnBatch] = []
+        for kind, source, columns, rollover in batches:
+            index = {}
+            for name, arr in columns.items():
+                index[name] = len(buffers)
+                buffers.append(np.ascontiguousarray(arr, dtype="<f4").tobytes())
+            batch: protocol.ColumnBatch = {"source": source.id, "columns": index, "rollover": rollover}
+            (streams if kind == "stream" else replace).append(batch)
+        message: protocol.RefreshMessage = {"kind": protocol.REFRESH, "sections": sections,
+                                            "progress": progress, "streams": streams, "replace": replace}  # type: ignore[typeddict-item]
+        self.widget.send_refresh(message, buffers)  # type: ignore[attr-defined]
+        self.messages_sent += 1
+
+    def _apply_widgets(self, sections: dict[str, str], progress: dict[str, Any],
+                       batches: list[tuple[str, Any, dict[str, np.ndarray], int | None]]) -> None:
+        for name, html in sections.items():
+            self._html[name].value = html
+        fraction = progress["fraction"]
+        self._bar.bar_style = "" if fraction is not None else "info"
+        self._bar.value = fraction if fraction is not None else 1.0
+        self._bar_label.value = progress["label"]
+        for kind, source, columns, rollover in batches:
+            data = {name: _nan_to_none(arr) for name, arr in columns.items()}
+            if kind == "stream":
+                source.stream(data, rollover)
+            else:
+                source.data = data
+
+    # ------------------------------------------------------------------ end
+    def freeze(self, result: RunResult, snap: Snapshot | None = None) -> None:
+        """Replace the live output with the static snapshot and close every widget."""
+        if self.frozen:
+            return
+        self.frozen = True
+        try:
+            self._handle.update(HTML(panels.snapshot_html(result, snap)))
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        for w in self._children:
+            try:
+                w.close()
+            except Exception:  # noqa: BLE001 - closing is best effort; the comm may be gone
+                pass
+
+
+def _nan_to_none(arr: np.ndarray) -> list[float | None]:
+    return [None if not math.isfinite(v) else float(v) for v in arr.tolist()]

@@ -1,0 +1,146 @@
+"""HTML for the dashboard's sections and for the frozen snapshot. Every user string is escaped."""
+
+from __future__ import annotations
+
+import math
+from html import escape
+from typing import Any
+
+from torchmagic.core.formatting import duration, nbytes, number, rate
+from torchmagic.core.monitor import Snapshot
+from torchmagic.core.result import RunResult
+from torchmagic.display import svg
+
+STATUS_COLORS = {"running": "#1f77b4", "completed": "#2ca02c", "interrupted": "#ff7f0e", "failed": "#d62728"}
+ALERT_ICONS = {"nonfinite": "NaN", "warning": "warn", "exploding_grad": "grad", "vanishing_grad": "grad",
+               "oom": "OOM", "error": "err"}
+STYLE = """<style>
+.tm-dash{font-family:var(--jp-ui-font-family,sans-serif);font-size:12px;color:var(--jp-ui-font-color1,#222)}
+.tm-dash table{border-collapse:collapse;font-size:11px;margin:4px 0}
+.tm-dash td,.tm-dash th{padding:1px 6px;text-align:left;border-bottom:1px solid #eee;white-space:nowrap}
+.tm-dash .tm-changed{color:#d62728;font-weight:600}
+.tm-dash .tm-alert{margin:2px 0;padding:2px 6px;border-left:3px solid #d62728;background:rgba(214,39,40,.06)}
+.tm-dash .tm-alert.tm-warning{border-color:#ff7f0e;background:rgba(255,127,14,.06)}
+.tm-dash .tm-badge{display:inline-block;padding:0 6px;border-radius:8px;color:#fff;font-weight:600}
+.tm-dash .tm-kv{display:inline-block;margin-right:14px}
+.tm-dash .tm-charts svg{margin:2px 6px 2px 0}
+</style>"""
+
+
+def _last(values: list[Any]) -> Any:
+    for v in reversed(values):
+        if v is not None:
+            return v
+    return None
+
+
+def header(snap: Snapshot, status: str | None = None) -> str:
+    r = snap.result
+    status = status or r.status
+    cols = r.columns
+    loss = _last(cols.get("loss", []))
+    lr = _last(cols.get("lr", []))
+    elapsed = _last(cols.get("time", [])) if status == "running" else r.elapsed
+    mem = r.memory
+    parts = [f'<span class="tm-badge" style="background:{STATUS_COLORS.get(status, "#777")}">{escape(status)}</span>',
+             _kv("step", f"{r.steps}" + (f" / ~{r.total_steps}" if r.total_steps else "")),
+             _kv("loss", number(loss)), _kv("lr", number(lr, 3)), _kv("throughput", rate(snap.samples_per_s)),
+             _kv("elapsed", duration(elapsed))]
+    if snap.eta is not None and status == "running":
+        parts.append(_kv("ETA", duration(snap.eta)))
+    if r.skipped_steps:
+        parts.append(_kv("skipped", str(r.skipped_steps)))
+    if mem.get("rss"):
+        parts.append(_kv("RSS", nbytes(_last(mem["rss"]))))
+    if mem.get("cuda_allocated"):
+        parts.append(_kv("CUDA", f"{nbytes(_last(mem['cuda_allocated']))} (peak {nbytes(_last(mem.get('cuda_peak', [])))})"))
+    return " ".join(parts)
+
+
+def _kv(key: str, value: str) -> str:
+    return f'<span class="tm-kv"><b>{escape(key)}</b> {escape(value)}</span>'
+
+
+def progress_label(snap: Snapshot) -> str:
+    r = snap.result
+    if snap.fraction is None:
+        return f"step {r.steps}"
+    eta = f" · ETA {duration(snap.eta)}" if snap.eta is not None else ""
+    return f"{snap.fraction * 100:.0f}% · step {r.steps}" + (f"/~{r.total_steps}" if r.total_steps else "") + eta
+
+
+def alerts(result: RunResult) -> str:
+    if not result.alerts:
+        return ""
+    rows = []
+    for a in result.alerts[:20]:
+        cls = "tm-alert tm-warning" if a.kind == "warning" else "tm-alert"
+        where = f" in <code>{escape(a.module)}</code>" if a.module else ""
+        count = f" ×{a.count}" if a.count > 1 else ""
+        rows.append(f'<div class="{cls}"><b>{escape(ALERT_ICONS.get(a.kind, a.kind))}</b> step {a.step}{where}: '
+                    f'{escape(a.message)}{count}</div>')
+    more = f"<div>… and {len(result.alerts) - 20} more</div>" if len(result.alerts) > 20 else ""
+    return "".join(rows) + more
+
+
+def layers(result: RunResult, colors: dict[str, str] | None = None, limit: int = 40) -> str:
+    """The live shape table: each module's last input/output, shape changes, activation stats."""
+    if not result.layers:
+        return ""
+    colors = colors or {}
+    head = ("<tr><th>module</th><th>type</th><th>input</th><th>output</th><th>act mean</th><th>act std</th>"
+            "<th>zeros</th><th>grad norm</th><th>update/weight</th></tr>")
+    rows = []
+    for info in result.layers[:limit]:
+        changed = info.shape_changes > 0
+        cls = ' class="tm-changed"' if changed else ""
+        note = f' title="shape changed {info.shape_changes}× (last at step {info.last_change_step})"' if changed else ""
+        swatch = (f'<span style="color:{colors[info.name]}">■</span> ' if info.name in colors else "")
+        name = info.name if info.name else "(model)"
+        rows.append(
+            f"<tr><td>{swatch}<code>{escape(name)}</code></td><td>{escape(info.type)}</td>"
+            f"<td{cls}{note}>{escape(info.input)}</td><td{cls}{note}>{escape(info.output)}</td>"
+            f"<td>{number(info.act_mean, 3)}</td><td>{number(info.act_std, 3)}</td>"
+            f"<td>{_percent(info.act_zeros)}</td><td>{number(info.grad_norm, 3)}</td><td>{number(info.update_ratio, 2)}</td></tr>")
+    more = f"<tr><td colspan=9>… {len(result.layers) - limit} more modules</td></tr>" if len(result.layers) > limit else ""
+    legend = "<div>shapes in <span class='tm-changed'>red</span> changed between steps (hover for when)</div>" if any(
+        i.shape_changes for i in result.layers) else ""
+    return f"<details open><summary>layers ({len(result.layers)})</summary>{legend}<table>{head}{''.join(rows)}{more}</table></details>"
+
+
+def _percent(x: float | None) -> str:
+    return "–" if x is None or not math.isfinite(x) else f"{x * 100:.0f}%"
+
+
+def snapshot_html(result: RunResult, snap: Snapshot | None = None) -> str:
+    """The frozen dashboard: header, static charts, alerts and layer table; no scripts."""
+    snap = snap or Snapshot(result, 0, None, None, None, final=True)
+    cols = result.columns
+    steps = cols.get("step", [])
+    charts = [svg.line_chart("loss", steps, {"loss": cols.get("loss", []), "smoothed": _ema(cols.get("loss", []))}),
+              svg.line_chart("learning rate", steps, {"lr": cols.get("lr", [])}),
+              svg.line_chart("samples/s", steps, {"samples/s": cols.get("samples_per_s", [])}),
+              svg.line_chart("gradient norm (log10)", steps, {"grad norm": cols.get("grad_norm", [])}, log_y=True)]
+    mem = result.memory
+    if mem.get("time"):
+        mib = {k: [None if v is None else v / 2**20 for v in mem[k]] for k in ("rss", "cuda_allocated", "cuda_reserved") if k in mem}
+        charts.append(svg.line_chart("memory (MiB) over time (s)", mem["time"], mib))
+    logged = [k for k in cols if k not in _BUILTIN_COLUMNS and not k.startswith("lr_")]
+    for name in logged[:4]:
+        charts.append(svg.line_chart(name, steps, {name: cols[name]}))
+    return (f'{STYLE}<div class="tm-dash"><div>{header(snap, result.status)}</div>'
+            f'<div>{alerts(result)}</div><div class="tm-charts">{"".join(charts)}</div>{layers(result)}'
+            f'<div style="color:#888">torchmagic · {escape(result.summary())}</div></div>')
+
+
+_BUILTIN_COLUMNS = {"step", "time", "loss", "lr", "grad_norm", "samples_per_s", "step_time"}
+
+
+def _ema(values: list[float | None], alpha: float = 0.1) -> list[float | None]:
+    out: list[float | None] = []
+    avg = None
+    for v in values:
+        if v is not None and math.isfinite(v):
+            avg = v if avg is None else avg + alpha * (v - avg)
+        out.append(avg)
+    return out

@@ -1,0 +1,70 @@
+"""Bounded, decimated copies of growing histories, shaped as bokeh column batches.
+
+A :class:`Decimator` follows a history that only grows. Each refresh it hands out the new rows
+averaged into buckets of ``stride`` rows; when the points sent would pass ``limit`` it doubles
+the stride and hands out the whole history again (a *replace*). So a run of any length keeps at
+most ``limit`` points per curve in the browser, and the cost of a refresh stays bounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+Columns = dict[str, np.ndarray]
+
+
+def as_float32(values: Sequence[float | None]) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float32)
+
+
+class Decimator:
+    def __init__(self, limit: int = 2000) -> None:
+        self.limit = limit
+        self.stride = 1
+        self.consumed = 0  # history rows already folded into sent points
+        self.sent = 0  # points in the browser
+
+    def take(self, columns: dict[str, Sequence[float | None]], x: str) -> tuple[str, Columns] | None:
+        """("stream" | "replace", columns) for what changed since the last call, or None."""
+        n = len(columns.get(x, ()))
+        complete = (n // self.stride) * self.stride
+        if complete <= self.consumed:
+            return None
+        new_points = (complete - self.consumed) // self.stride
+        if self.sent + new_points <= self.limit:
+            batch = self._buckets(columns, x, self.consumed, complete)
+            self.consumed, self.sent = complete, self.sent + new_points
+            return "stream", batch
+        while n // self.stride > self.limit // 2:
+            self.stride *= 2
+        complete = (n // self.stride) * self.stride
+        batch = self._buckets(columns, x, 0, complete)
+        self.consumed, self.sent = complete, complete // self.stride
+        return "replace", batch
+
+    def _buckets(self, columns: dict[str, Sequence[float | None]], x: str, start: int, stop: int) -> Columns:
+        s = self.stride
+        out: Columns = {}
+        for name, values in columns.items():
+            arr = as_float32(values[start:stop])
+            if s == 1:
+                out[name] = arr
+            elif name == x:
+                out[name] = arr[s - 1 :: s]
+            else:
+                with np.errstate(all="ignore"):
+                    out[name] = np.nanmean(arr.reshape(-1, s), axis=1).astype(np.float32) if arr.size else arr
+        return out
+
+
+def ema(values: Sequence[float | None], alpha: float = 0.1, start: float | None = None) -> tuple[list[float | None], float | None]:
+    """Exponential moving average, continuing from ``start``; returns (smoothed, last)."""
+    out: list[float | None] = []
+    avg = start
+    for v in values:
+        if v is not None and np.isfinite(v):
+            avg = v if avg is None else avg + alpha * (v - avg)
+        out.append(avg)
+    return out, avg
