@@ -223,6 +223,11 @@ class LiveDashboard:
                 w.close()
             except Exception:  # noqa: BLE001 - closing is best effort; the comm may be gone
                 pass
+        # BokehModel.close() raises KeyError when called again (its __del__ does): detaching the
+        # layout from its document makes that second call a no-op.
+        document = self.figs.layout.document
+        if document is not None:
+            document.remove_root(self.figs.layout)
 
 
 def _nan_to_none(arr: np.ndarray) -> list[float | None]:

@@ -46,10 +46,13 @@ class _RecordingComm(BaseComm):
 def recording_comms() -> Iterator[Recorder]:
     recorder = Recorder()
 
+    class Bound(_RecordingComm):
+        pass
+
+    Bound.recorder = recorder  # before __init__, which already publishes comm_open
+
     def create(*args: Any, **kwargs: Any) -> BaseComm:
-        c = _RecordingComm(*args, **kwargs)
-        c.recorder = recorder
-        return c
+        return Bound(*args, **kwargs)
 
     original = comm.create_comm
     comm.create_comm = create
