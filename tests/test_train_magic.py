@@ -170,3 +170,29 @@ def test_instrumentation_never_changes_the_numbers(shell, setup):
     assert all(torch.equal(a, b) for a, b in zip(bare[1], watched[1]))
     assert torch.equal(bare[2], watched[2])
     assert torchmagic.last_run().steps == (8 if "Conv2d" in setup else 12)
+
+
+def test_interrupt_stops_after_the_step_and_stops_queued_cells(shell):
+    from torchmagic.core import TrainingStopped
+
+    run(shell, SETUP)
+    before = global_hook_state()
+    cell = """%%train
+import os, signal
+step = 0
+for epoch in range(50):
+    for x, y in loader:
+        optimizer.zero_grad()
+        loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        if step == 4:
+            os.kill(os.getpid(), signal.SIGINT)  # what the kernel's stop button sends
+"""
+    result = run(shell, cell)
+    assert isinstance(result.error_in_exec, TrainingStopped)
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)  # so the queued cells do not run
+    r = torchmagic.last_run()
+    assert r.status == "interrupted" and r.steps == 4 and shell.user_ns["step"] == 4
+    assert global_hook_state() == before
