@@ -45,8 +45,10 @@ def total_norm(norms: list[torch.Tensor]) -> torch.Tensor | None:
     """Global L2 norm from per-tensor norms, on the first tensor's device."""
     if not norms:
         return None
-    device = norms[0].device
-    stacked = torch.stack([n.float().to(device, non_blocking=True) for n in norms])
+    first = norms[0]
+    if all(n.device == first.device and n.dtype == first.dtype for n in norms):
+        return torch.linalg.vector_norm(torch.stack(norms).float())
+    stacked = torch.stack([n.float().to(first.device, non_blocking=True) for n in norms])
     return torch.linalg.vector_norm(stacked)
 
 

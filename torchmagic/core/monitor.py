@@ -34,6 +34,7 @@ from torchmagic.core.warnings_capture import capture_warnings
 EXPLODING_FACTOR = 100.0  # a global grad norm this many times the recent median is "exploding"
 VANISHING_NORM = 1e-8
 LAYER_HISTORY_LIMIT = 200_000
+OUTPUTS_KEPT = 4096  # leaf outputs kept per micro-batch for locating a non-finite value (CPU)
 HISTOGRAM_SNAPSHOTS = 256
 
 
@@ -64,7 +65,6 @@ class _PendingStep:
     update_ratios: torch.Tensor | None = None
     histograms: torch.Tensor | None = None
     activations: list[tuple[str, torch.Tensor]] = field(default_factory=list)
-    root_flags: list[tuple[str, torch.Tensor]] = field(default_factory=list)
     leaf_flags: list[tuple[str, torch.Tensor]] = field(default_factory=list)
 
 
@@ -143,12 +143,18 @@ class TrainingMonitor:
         self._update_ratios: torch.Tensor | None = None
         self._activations: list[tuple[str, torch.Tensor]] = []
         self._act_done: set[int] = set()
-        self._root_flags: list[tuple[str, torch.Tensor]] = []
         self._leaf_flags: list[tuple[str, torch.Tensor]] = []
-        self._outputs: list[tuple[str, torch.Tensor]] = []
-        self._root_args: tuple[Any, ...] = ()
-        self._collect_outputs = False
-        self._localise_leaves = False  # armed after a non-finite value on a deferred device
+        # CPU: leaf outputs of the current micro-batch, checked only when its loss is non-finite.
+        # Other devices: that check would synchronise, so per-leaf flags are armed after the
+        # first non-finite loss seen at a refresh and name the module at the next forward.
+        self._keep_outputs = True
+        self._outputs: list[tuple[torch.nn.Module, torch.Tensor]] = []
+        self._root_inputs: list[tuple[torch.nn.Module, tuple[Any, ...]]] = []
+        self._localise_leaves = False
+        self._root_sigs: dict[int, Any] = {}
+        self._tracing = False
+        self._grad_forward = False
+        self._stats_step = False
         self._pending: list[_PendingStep] = []
         self._late: list[tuple[int, str, Any]] = []  # metrics logged just after their step ended
         self._layers: dict[int, LayerInfo] = {}
@@ -270,12 +276,24 @@ class TrainingMonitor:
         if t is None and isinstance(tensors, (tuple, list)) and len(tensors) == 1 and isinstance(tensors[0], torch.Tensor):
             t = tensors[0]
         if t is None or t.numel() != 1:
+            self._outputs.clear()
+            self._root_inputs.clear()
             return
         value = t.detach()
         if self._scaled is not None and self._scaled[0] is t:
             value = self._scaled[1]
         self._scaled = None
-        value = value.reshape(()).float() if value.dtype != torch.float64 else value.reshape(())
+        if value.dim() != 0:
+            value = value.reshape(())
+        if value.dtype not in (torch.float32, torch.float64):
+            value = value.float()
+        if value.device.type == "cpu":
+            if not math.isfinite(float(value)) and not self.alerts.has("nonfinite"):
+                self._locate_nonfinite(self.step + 1)
+        else:
+            self._keep_outputs = False
+        self._outputs.clear()
+        self._root_inputs.clear()
         self._loss_acc = value if self._loss_acc is None else self._loss_acc + value
 
     def _after_backward(self) -> None:
@@ -360,10 +378,8 @@ class TrainingMonitor:
             step=self.step, time=now - self._t0, dt=now - self._last_step_t, samples=self._samples,
             lrs=list(self._last_lrs), loss=self._loss_acc, grad_norm=self._gn, metrics=self._metrics,
             param_names=names, param_norms=norms, update_ratios=self._update_ratios, histograms=self._hist,
-            activations=self._activations, root_flags=self._root_flags, leaf_flags=self._leaf_flags,
+            activations=self._activations, leaf_flags=self._leaf_flags,
         )
-        if rec.loss is not None and rec.loss.device.type == "cpu" and not math.isfinite(float(rec.loss)):
-            self._alert_nonfinite("loss", None, self.step)
         self._pending.append(rec)
         self._last_step_t = now
         self._micro = 0
@@ -376,7 +392,6 @@ class TrainingMonitor:
         self._hist = None
         self._activations = []
         self._act_done = set()
-        self._root_flags = []
         self._leaf_flags = []
         if now - self._last_refresh >= self.refresh_interval:
             self._refresh(now)
@@ -385,72 +400,87 @@ class TrainingMonitor:
     def _before_forward(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
         __tracebackhide__ = True
         if self._depth == 0:
-            if self.stop_request.requested and self._micro == 0:
-                raise TrainingStopped(f"training stopped after step {self.step}")
-            if not self.names.known(module):
-                self.names.add_root(module)
-            if torch.is_grad_enabled() and not self._batch_counted:
+            self._begin_root(module, args)
+        self._depth += 1
+
+    def _begin_root(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
+        __tracebackhide__ = True
+        if self.stop_request.requested and self._micro == 0:
+            raise TrainingStopped(f"training stopped after step {self.step}")
+        if not self.names.known(module):
+            self.names.add_root(module)
+        grad = torch.is_grad_enabled()
+        self._grad_forward = grad
+        self._stats_step = grad and self.schedule(self.step + 1)
+        # Shapes are traced for every module only when the root's input signature changes (a
+        # short last batch, a new sequence length) or on a scheduled step: per-module signatures
+        # on every forward would cost more than the rest of the monitor together.
+        sig = shapes.signature(args)
+        key = id(module)
+        self._tracing = self._stats_step or self._root_sigs.get(key) != sig
+        self._root_sigs[key] = sig
+        if grad:
+            if not self._batch_counted:
                 bs = shapes.batch_size(args, module)
                 if bs:
                     self._samples += bs
                     self._batch_counted = True
-            self._collect_outputs = torch.is_grad_enabled()
-            self._root_args = args
-            now = time.perf_counter()
-            if now - self._last_refresh >= 4 * self.refresh_interval:
-                self._refresh(now)  # a long step: keep the display (memory, elapsed) alive
-        self._depth += 1
+            if self._keep_outputs:
+                self._root_inputs.append((module, args))
+        now = time.perf_counter()
+        if now - self._last_refresh >= 4 * self.refresh_interval:
+            self._refresh(now)  # a long step: keep the display (memory, elapsed) alive
 
     def _after_forward(self, module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
         self._depth = max(0, self._depth - 1)
+        if self._tracing:
+            self._trace_shapes(module, args, output)
+        if not self._grad_forward or not self.names.is_leaf(module):
+            return
+        out = output if isinstance(output, torch.Tensor) else shapes.first_tensor(output)
+        if out is None or not (out.is_floating_point() or out.is_complex()):
+            return
+        if self._keep_outputs:
+            if len(self._outputs) < OUTPUTS_KEPT:
+                self._outputs.append((module, out))
+        elif self._localise_leaves:
+            self._leaf_flags.append((self._layer_name(module), torch.isfinite(out.detach()).all()))
+        if self._stats_step and id(module) not in self._act_done:
+            self._act_done.add(id(module))
+            self._activations.append((self._layer_name(module), devicestats.activation_summary(out)))
+
+    def _layer_name(self, module: torch.nn.Module) -> str:
+        name = self.names.name(module)
+        return type(module).__name__ if name is None else name
+
+    def _trace_shapes(self, module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
         key = id(module)
         sig = (shapes.signature(args), shapes.signature(output))
         info = self._layers.get(key)
         if info is None:
-            name = self.names.name(module)
-            info = self._layers[key] = LayerInfo(type(module).__name__ if name is None else name, type(module).__name__)
+            info = self._layers[key] = LayerInfo(self._layer_name(module), type(module).__name__)
         elif self._layer_sigs.get(key) != sig:
             info.shape_changes += 1
             info.last_change_step = self.step + 1
         if self._layer_sigs.get(key) != sig:
             self._layer_sigs[key] = sig
             info.input, info.output = shapes.format_signature(sig[0]), shapes.format_signature(sig[1])
-        info.calls += 1
-        out = shapes.first_tensor(output)
-        if out is not None and self.names.is_leaf(module) and torch.is_grad_enabled():
-            if out.device.type == "cpu":
-                if self._collect_outputs:
-                    self._outputs.append((info.name, out))
-            elif self._localise_leaves and (out.is_floating_point() or out.is_complex()):
-                self._leaf_flags.append((info.name, torch.isfinite(out.detach()).all()))
-            if key not in self._act_done and self.schedule(self.step + 1) and (out.is_floating_point() or out.is_complex()):
-                self._act_done.add(key)
-                self._activations.append((info.name, devicestats.activation_summary(out)))
-        if self._depth == 0:
-            self._check_root(info.name, output)
 
-    def _check_root(self, name: str, output: Any) -> None:
-        tensors = shapes.tensors_in(output)
-        flag = devicestats.all_finite(tensors) if tensors else None
+    def _locate_nonfinite(self, step: int) -> None:
+        """On CPU: the loss of this micro-batch is non-finite; name the first module that went so."""
         outputs, self._outputs = self._outputs, []
-        root_args, self._root_args = self._root_args, ()
-        if flag is None:
-            return
-        if flag.device.type != "cpu":
-            self._root_flags.append((name, flag))
-            return
-        if bool(flag):
-            return
-        culprit = name
-        inputs = shapes.tensors_in(root_args)
-        if inputs and not bool(devicestats.all_finite(inputs)):
-            self._alert_nonfinite("input", name, self.step + 1, note=f"the input to {name or 'the model'} is already non-finite")
-            return
-        for leaf, t in outputs:
+        inputs, self._root_inputs = self._root_inputs, []
+        for root, args in inputs[:1]:
+            tensors = [t for t in shapes.tensors_in(args) if t.is_floating_point() or t.is_complex()]
+            if tensors and not bool(devicestats.all_finite(tensors)):
+                name = self._layer_name(root)
+                self._alert_nonfinite("input", name, step, note=f"the input to {name or 'the model'} is already non-finite")
+                return
+        for module, t in outputs:
             if not bool(torch.isfinite(t.detach()).all()):
-                culprit = leaf
-                break
-        self._alert_nonfinite("activation", culprit, self.step + 1)
+                self._alert_nonfinite("activation", self._layer_name(module), step)
+                return
+        self._alert_nonfinite("loss", None, step)
 
     def _alert_nonfinite(self, what: str, module: str | None, step: int, note: str | None = None) -> None:
         where = f" first seen in {module}" if module else ""
@@ -526,8 +556,6 @@ class TrainingMonitor:
                 want(i, "metric", value, name)
             for name, value in rec.activations:
                 want(i, "activation", value, name)
-            for name, value in rec.root_flags:
-                want(i, "root_flag", value, name)
             for name, value in rec.leaf_flags:
                 want(i, "leaf_flag", value, name)
             for j, lr in enumerate(rec.lrs):
@@ -535,7 +563,7 @@ class TrainingMonitor:
         host = devicestats.to_host(tensors)
         values: list[dict[str, Any]] = [{} for _ in pending]
         for (i, kind, extra), v in zip(slots, host):
-            if kind in ("metric", "activation", "root_flag", "leaf_flag", "lr"):
+            if kind in ("metric", "activation", "leaf_flag", "lr"):
                 values[i].setdefault(kind, []).append((extra, v))
             else:
                 values[i][kind] = v
@@ -584,17 +612,18 @@ class TrainingMonitor:
         self._record_layers(rec, got)
 
     def _check_values(self, step: int, loss: float | None, gn: float | None, got: dict[str, Any]) -> None:
-        flags = got.get("root_flag", [])
-        bad_root = next((name for name, v in flags if not v[0]), None)
-        leaf_flags = got.get("leaf_flag", [])
-        bad_leaf = next((name for name, v in leaf_flags if not v[0]), None)
-        if bad_leaf is not None:
-            self._alert_nonfinite("activation", bad_leaf, step)
-        elif bad_root is not None:
-            self._alert_nonfinite("activation", bad_root, step, note=f"non-finite output of {bad_root or 'the model'}; "
-                                  "the first module to produce it is named at the next non-finite forward")
-            self._localise_leaves = True
+        bad_leaf = next((name for name, v in got.get("leaf_flag", []) if not v[0]), None)
+        if bad_leaf is not None and self._localise_leaves:
+            self._localise_leaves = False
+            first = next((a for a in self.alerts.alerts if a.kind == "nonfinite" and a.module is None), None)
+            if first is not None:  # name the module behind the alert raised at the refresh before
+                first.module = bad_leaf
+                first.message += f"; first non-finite module output: {bad_leaf} (at step {step})"
+            else:
+                self._alert_nonfinite("activation", bad_leaf, step)
         if loss is not None and not math.isfinite(loss):
+            if not self._keep_outputs and not self.alerts.has("nonfinite"):
+                self._localise_leaves = True
             self._alert_nonfinite("loss", None, step)
         if gn is not None:
             if not math.isfinite(gn):

@@ -15,7 +15,6 @@ if TYPE_CHECKING:
 class LayerInfo:
     name: str
     type: str
-    calls: int = 0
     input: str = ""
     output: str = ""
     shape_changes: int = 0
