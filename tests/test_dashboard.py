@@ -121,3 +121,15 @@ def test_snapshot_is_static_and_small():
     html = panels.snapshot_html(mon.result)
     assert "<script" not in html and "<svg" in html
     assert len(html) < 100_000
+
+
+def test_steady_state_traffic_fits_the_budget():
+    """At 4 refreshes a second: at most 5 messages and 20 KB a second once the run is going."""
+    with recording_comms() as rec:
+        dash = LiveDashboard("model", histograms=True, transport="lab")
+        _train(dash, steps=200, pause=0.005, refresh_interval=0.25, every=5, histograms=True)
+    custom = _custom_messages(rec)
+    steady = custom[2:-1]  # past the first refreshes (styles, first layer table) and before the final one
+    assert steady, len(custom)
+    per_message = [len(str(d)) + sum(len(b) for b in bufs) for d, bufs in steady]
+    assert max(per_message) * 4 <= 20_000, per_message

@@ -90,7 +90,7 @@ class LiveDashboard:
 
     def _changed_sections(self, snap: Snapshot, now: float) -> dict[str, str]:
         r = snap.result
-        fresh = {"header": f"{panels.STYLE}<div class='tm-dash'>{panels.header(snap, 'running' if not snap.final else r.status)}</div>"}
+        fresh = {"header": f"<div class='tm-dash'>{panels.header(snap, 'running' if not snap.final else r.status)}</div>"}
         if r.alerts and (len(r.alerts), sum(a.count for a in r.alerts)) != self._alerts_version:
             self._alerts_version = (len(r.alerts), sum(a.count for a in r.alerts))
             fresh["alerts"] = f"<div class='tm-dash'>{panels.alerts(r)}</div>"
@@ -99,8 +99,8 @@ class LiveDashboard:
             colors = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(self._tracked)}
             fresh["layers"] = f"<div class='tm-dash'>{panels.layers(r, colors)}</div>"
         if "footer" not in self._sections:
-            fresh["footer"] = ("<div class='tm-dash' style='color:#888'>Ctrl-C or the kernel's stop button stops "
-                               "after the current step</div>")
+            fresh["footer"] = (f"{panels.STYLE}<div class='tm-dash' style='color:#888'>Ctrl-C or the kernel's "
+                               "stop button stops after the current step</div>")  # the style travels once
         changed = {k: v for k, v in fresh.items() if self._sections.get(k) != v}
         self._sections.update(changed)
         return changed
