@@ -29,8 +29,14 @@ def global_hook_state() -> dict[str, object]:
 def module_hook_state(model: torch.nn.Module) -> list[tuple[str, tuple[int, ...]]]:
     state = []
     for name, m in model.named_modules():
-        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
-                     "_state_dict_hooks", "_load_state_dict_pre_hooks"):
+        for attr in (
+            "_forward_hooks",
+            "_forward_pre_hooks",
+            "_backward_hooks",
+            "_backward_pre_hooks",
+            "_state_dict_hooks",
+            "_load_state_dict_pre_hooks",
+        ):
             state.append((f"{name}.{attr}", tuple(getattr(m, attr).keys())))
     for name, p in model.named_parameters():
         state.append((f"{name}.post_acc", tuple(getattr(p, "_post_accumulate_grad_hooks", None) or {})))

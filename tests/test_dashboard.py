@@ -97,8 +97,9 @@ def test_user_strings_are_escaped_in_html():
         def forward(self, x):
             return getattr(self, "<img src=x onerror=alert(1)>")(x)
 
-    import torchmagic
     import warnings
+
+    import torchmagic
 
     model = Odd()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -108,7 +109,7 @@ def test_user_strings_are_escaped_in_html():
             model(torch.randn(2, 4)).sum().backward()
             opt.step()
             torchmagic.log(**{"<script>alert(2)</script>": 1.0})
-            warnings.warn("<b>bold</b> warning")
+            warnings.warn("<b>bold</b> warning", stacklevel=1)
     html = panels.snapshot_html(run.result)
     assert "<img src=x" not in html and "<script>alert" not in html and "<b>bold" not in html
     assert "&lt;img src=x onerror=alert(1)&gt;" in html and "&lt;b&gt;bold&lt;/b&gt;" in html

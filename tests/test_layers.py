@@ -16,7 +16,8 @@ def _run(code: str) -> str:
 def test_core_imports_no_ipython_widgets_or_bokeh():
     out = _run("""
         import sys, torchmagic.core, torchmagic.core.monitor, torchmagic.api
-        bad = sorted(m for m in sys.modules if m.split('.')[0] in ('IPython', 'ipywidgets', 'bokeh', 'jupyter_bokeh', 'ipykernel'))
+        notebook = ('IPython', 'ipywidgets', 'bokeh', 'jupyter_bokeh', 'ipykernel')
+        bad = sorted(m for m in sys.modules if m.split('.')[0] in notebook)
         print(bad)
     """)
     assert out == "[]"

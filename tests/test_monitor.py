@@ -11,8 +11,8 @@ import torch
 import torch.nn as nn
 
 import torchmagic
-from torchmagic.core import TrainingMonitor, TrainingStopped
 from tests.conftest import global_hook_state, module_hook_state, optimizer_hook_state
+from torchmagic.core import TrainingMonitor, TrainingStopped
 
 
 def _loop(model, opt, x, y, steps, accumulate=1, on_step=None, criterion=None):
@@ -54,7 +54,7 @@ def test_gradient_accumulation_makes_one_step_with_summed_loss(tiny_setup):
         losses = _loop(model, opt, x, y, 5, accumulate=4)
     r = mon.result
     assert r.steps == 5
-    expected = [sum(losses[i * 4:(i + 1) * 4]) for i in range(5)]
+    expected = [sum(losses[i * 4 : (i + 1) * 4]) for i in range(5)]
     assert r.history["loss"].tolist() == pytest.approx(expected, rel=1e-5)
 
 
@@ -259,6 +259,7 @@ def test_first_interrupt_stops_after_the_step_second_stops_at_once(tiny_setup):
         def on_step(done):
             if done == step:
                 os.kill(os.getpid(), signal.SIGINT)
+
         return on_step
 
     with pytest.raises(TrainingStopped):

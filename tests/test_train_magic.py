@@ -54,15 +54,18 @@ def test_help_documents_the_options(shell):
         assert option in doc
 
 
-@pytest.mark.parametrize("line, message", [
-    ("--bogus", "unrecognized arguments: --bogus"),
-    ("-m nothere", "name 'nothere' is not defined"),
-    ("-m X", "'X' is a Tensor, not a torch.nn.Module"),
-    ("-o model", "'model' is a Sequential, not a torch.optim.Optimizer"),
-    ("--every -2", "--every must be 0 or more"),
-    ("--total 0", "--total must be positive"),
-    ("--display fancy", "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("--bogus", "unrecognized arguments: --bogus"),
+        ("-m nothere", "name 'nothere' is not defined"),
+        ("-m X", "'X' is a Tensor, not a torch.nn.Module"),
+        ("-o model", "'model' is a Sequential, not a torch.optim.Optimizer"),
+        ("--every -2", "--every must be 0 or more"),
+        ("--total 0", "--total must be positive"),
+        ("--display fancy", "invalid choice"),
+    ],
+)
 def test_bad_options_give_one_line_usage_errors(shell, line, message):
     run(shell, SETUP)
     before = global_hook_state()
@@ -83,7 +86,10 @@ def test_empty_cell_and_no_model_are_usage_errors(shell):
 def test_explicit_model_and_optimizer_names(shell):
     run(shell, SETUP)
     run(shell, "net = model\nopt = optimizer\n")
-    assert run(shell, "%%train -m net -o opt --every 2\n" + LOOP.replace("model", "net").replace("optimizer", "opt")).error_in_exec is None
+    assert (
+        run(shell, "%%train -m net -o opt --every 2\n" + LOOP.replace("model", "net").replace("optimizer", "opt")).error_in_exec
+        is None
+    )
     r = torchmagic.last_run()
     assert r.steps == 6 and set(r.layer_stats["step"]) == {1, 2, 4, 6}
 
@@ -91,7 +97,9 @@ def test_explicit_model_and_optimizer_names(shell):
 def test_the_cells_exception_propagates_unchanged(shell):
     run(shell, SETUP)
     before = global_hook_state()
-    result = run(shell, "%%train\n" + LOOP.replace("optimizer.step()", "optimizer.step()\n        raise ValueError('from the cell')"))
+    result = run(
+        shell, "%%train\n" + LOOP.replace("optimizer.step()", "optimizer.step()\n        raise ValueError('from the cell')")
+    )
     assert type(result.error_in_exec) is ValueError and str(result.error_in_exec) == "from the cell"
     assert torchmagic.last_run().status == "failed" and torchmagic.last_run().steps == 1
     assert global_hook_state() == before
@@ -161,8 +169,7 @@ def test_instrumentation_never_changes_the_numbers(shell, setup):
         run(shell, setup)
         assert run(shell, magic + RECORDING_LOOP).error_in_exec is None
         ns = shell.user_ns
-        return (torch.stack(ns["losses"]), [p.detach().clone() for p in ns["model"].parameters()],
-                torch.get_rng_state())
+        return (torch.stack(ns["losses"]), [p.detach().clone() for p in ns["model"].parameters()], torch.get_rng_state())
 
     bare = outcome("")
     watched = outcome("%%train --every 1 --histograms\n")

@@ -28,17 +28,34 @@ class TrainingRun:
     ``KeyboardInterrupt``) out of the block; a second one stops at once.
     """
 
-    def __init__(self, models: Sequence[torch.nn.Module], optimizers: Sequence[torch.optim.Optimizer], *,
-                 model_names: Sequence[str] = (), every: int = 10, histograms: bool = False,
-                 total: int | None = None, display: str = "auto", refresh: float = 4.0, title: str = "") -> None:
+    def __init__(
+        self,
+        models: Sequence[torch.nn.Module],
+        optimizers: Sequence[torch.optim.Optimizer],
+        *,
+        model_names: Sequence[str] = (),
+        every: int = 10,
+        histograms: bool = False,
+        total: int | None = None,
+        display: str = "auto",
+        refresh: float = 4.0,
+        title: str = "",
+    ) -> None:
         if every < 0:
             raise ValueError(f"every must be >= 0, got {every}")
         if refresh <= 0:
             raise ValueError(f"refresh must be > 0 (Hz), got {refresh}")
         self.display_mode = display
         self.title = title
-        self.monitor = TrainingMonitor(models, optimizers, model_names=model_names, every=every,
-                                       histograms=histograms, total=total, refresh_interval=1.0 / refresh)
+        self.monitor = TrainingMonitor(
+            models,
+            optimizers,
+            model_names=model_names,
+            every=every,
+            histograms=histograms,
+            total=total,
+            refresh_interval=1.0 / refresh,
+        )
         self.view: Any = None
 
     @property
@@ -72,8 +89,16 @@ class TrainingRun:
             freeze(self.monitor.result)
 
 
-def train(model: Any = None, optimizer: Any = None, *, every: int = 10, histograms: bool = False,
-          total: int | None = None, display: str = "auto", refresh: float = 4.0) -> TrainingRun:
+def train(
+    model: Any = None,
+    optimizer: Any = None,
+    *,
+    every: int = 10,
+    histograms: bool = False,
+    total: int | None = None,
+    display: str = "auto",
+    refresh: float = 4.0,
+) -> TrainingRun:
     """Watch the training loop in a ``with`` block.
 
     Args:
@@ -85,8 +110,9 @@ def train(model: Any = None, optimizer: Any = None, *, every: int = 10, histogra
         display: "auto" (dashboard in a notebook, text elsewhere), "widgets", "text" or "none".
         refresh: display refreshes per second.
     """
-    return TrainingRun(_as_list(model), _as_list(optimizer), every=every, histograms=histograms, total=total,
-                       display=display, refresh=refresh)
+    return TrainingRun(
+        _as_list(model), _as_list(optimizer), every=every, histograms=histograms, total=total, display=display, refresh=refresh
+    )
 
 
 def log(**values: Any) -> None:

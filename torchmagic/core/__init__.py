@@ -8,6 +8,14 @@ from torchmagic.core.runs import last_run, set_last_run
 from torchmagic.core.schedule import StepSchedule
 
 __all__ = [
-    "Alert", "LayerInfo", "RunResult", "Snapshot", "StepSchedule", "TrainingMonitor", "TrainingStopped",
-    "active_monitor", "last_run", "set_last_run",
+    "Alert",
+    "LayerInfo",
+    "RunResult",
+    "Snapshot",
+    "StepSchedule",
+    "TrainingMonitor",
+    "TrainingStopped",
+    "active_monitor",
+    "last_run",
+    "set_last_run",
 ]

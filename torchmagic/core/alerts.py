@@ -29,8 +29,9 @@ class AlertBook:
         self._limit = limit
         self.version = 0  # bumped on every change, so displays redraw only when needed
 
-    def add(self, kind: str, step: int, message: str, module: str | None = None, key: str | None = None,
-            **details: object) -> Alert | None:
+    def add(
+        self, kind: str, step: int, message: str, module: str | None = None, key: str | None = None, **details: object
+    ) -> Alert | None:
         k = (kind, key if key is not None else message)
         seen = self._by_key.get(k)
         self.version += 1

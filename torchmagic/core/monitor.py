@@ -326,7 +326,8 @@ class TrainingMonitor:
                     weight = devicestats.grad_norms([p.detach() for p in after])
                     if delta:
                         self._update_ratios = torch.stack([d.float() for d in delta]) / (
-                            torch.stack([w.float() for w in weight]) + 1e-12)
+                            torch.stack([w.float() for w in weight]) + 1e-12
+                        )
             self._update_ref = None
         lrs = [g.get("lr") for g in optimizer.param_groups]
         if self._micro == 0 and self._last_event == "optimizer":
@@ -375,10 +376,20 @@ class TrainingMonitor:
             self._last_lrs = lrs
         names, norms = self._param_norms if self._param_norms is not None else ([], None)
         rec = _PendingStep(
-            step=self.step, time=now - self._t0, dt=now - self._last_step_t, samples=self._samples,
-            lrs=list(self._last_lrs), loss=self._loss_acc, grad_norm=self._gn, metrics=self._metrics,
-            param_names=names, param_norms=norms, update_ratios=self._update_ratios, histograms=self._hist,
-            activations=self._activations, leaf_flags=self._leaf_flags,
+            step=self.step,
+            time=now - self._t0,
+            dt=now - self._last_step_t,
+            samples=self._samples,
+            lrs=list(self._last_lrs),
+            loss=self._loss_acc,
+            grad_norm=self._gn,
+            metrics=self._metrics,
+            param_names=names,
+            param_norms=norms,
+            update_ratios=self._update_ratios,
+            histograms=self._hist,
+            activations=self._activations,
+            leaf_flags=self._leaf_flags,
         )
         self._pending.append(rec)
         self._last_step_t = now
@@ -591,8 +602,12 @@ class TrainingMonitor:
         for j, v in got.get("lr", []):
             lrs[j] = v[0]
         row: dict[str, Any] = {
-            "step": rec.step, "time": rec.time, "loss": loss, "lr": lrs[0] if lrs else None,
-            "grad_norm": gn, "samples_per_s": rec.samples / rec.dt if rec.samples and rec.dt > 0 else None,
+            "step": rec.step,
+            "time": rec.time,
+            "loss": loss,
+            "lr": lrs[0] if lrs else None,
+            "grad_norm": gn,
+            "samples_per_s": rec.samples / rec.dt if rec.samples and rec.dt > 0 else None,
             "step_time": rec.dt,
         }
         for j, lr in enumerate(lrs[1:], start=1):
@@ -633,8 +648,12 @@ class TrainingMonitor:
                 if len(recent) >= 10:
                     median = statistics.median(recent)
                     if median > 0 and gn > EXPLODING_FACTOR * median:
-                        self.alerts.add("exploding_grad", step, f"gradient norm {gn:.3g} is {gn / median:.0f}x the recent median {median:.3g}",
-                                        key="exploding")
+                        self.alerts.add(
+                            "exploding_grad",
+                            step,
+                            f"gradient norm {gn:.3g} is {gn / median:.0f}x the recent median {median:.3g}",
+                            key="exploding",
+                        )
                 if 0 < gn < VANISHING_NORM or (gn == 0 and self.step > 1):
                     self.alerts.add("vanishing_grad", step, f"gradient norm {gn:.3g} (vanishing)", key="vanishing")
                 self._grad_history.append(gn)
@@ -659,26 +678,34 @@ class TrainingMonitor:
                 if layer in by_name:
                     by_name[layer].update_ratio = ratio
                 rows.append((rec.step, pname, "update_ratio", ratio))
-        for name, (mean, std, zeros, nonfinite) in got.get("activation", []):
+        for name, (mean, std, zeros, _nonfinite) in got.get("activation", []):
             if name in by_name:
                 info = by_name[name]
                 info.act_mean, info.act_std, info.act_zeros = mean, std, zeros
-            rows.extend([(rec.step, name, "act_mean", mean), (rec.step, name, "act_std", std),
-                         (rec.step, name, "act_zeros", zeros)])
+            rows.extend(
+                [(rec.step, name, "act_mean", mean), (rec.step, name, "act_std", std), (rec.step, name, "act_zeros", zeros)]
+            )
         if len(rows) > LAYER_HISTORY_LIMIT:
             self.result.layer_rows_dropped += len(rows) // 2
             del rows[: len(rows) // 2]
         if "histograms" in got:
             h = self.result.histograms
             if not h:
-                h.update(steps=[], names=list(rec.param_names), counts=[],
-                         edges=[devicestats.HIST_LOG10_RANGE[0] + i * (devicestats.HIST_LOG10_RANGE[1] - devicestats.HIST_LOG10_RANGE[0]) / devicestats.HIST_BINS
-                                for i in range(devicestats.HIST_BINS + 1)])
+                h.update(
+                    steps=[],
+                    names=list(rec.param_names),
+                    counts=[],
+                    edges=[
+                        devicestats.HIST_LOG10_RANGE[0]
+                        + i * (devicestats.HIST_LOG10_RANGE[1] - devicestats.HIST_LOG10_RANGE[0]) / devicestats.HIST_BINS
+                        for i in range(devicestats.HIST_BINS + 1)
+                    ],
+                )
             if list(rec.param_names) == h["names"]:
                 bins = devicestats.HIST_BINS
                 flat = got["histograms"]
                 h["steps"].append(rec.step)
-                h["counts"].append([flat[k * bins:(k + 1) * bins] for k in range(len(flat) // bins)])
+                h["counts"].append([flat[k * bins : (k + 1) * bins] for k in range(len(flat) // bins)])
                 if len(h["steps"]) > HISTOGRAM_SNAPSHOTS:
                     del h["steps"][0], h["counts"][0]
 

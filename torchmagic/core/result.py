@@ -49,8 +49,11 @@ class RunResult:
         """One row per optimizer step: step, time, loss, lr (lr_1… for more groups), logged metrics."""
         import pandas as pd
 
-        return pd.DataFrame(self.columns).set_index("step", drop=False) if self.columns else pd.DataFrame(
-            columns=["step", "time", "loss", "lr"])
+        return (
+            pd.DataFrame(self.columns).set_index("step", drop=False)
+            if self.columns
+            else pd.DataFrame(columns=["step", "time", "loss", "lr"])
+        )
 
     @property
     def layer_stats(self) -> pd.DataFrame:

@@ -27,8 +27,7 @@ def capture_warnings(attachments: Attachments, record: Callable[[str, str], None
     shown: set[tuple[str, type, str, int]] = set()
     original = warnings.showwarning
 
-    def showwarning(message: Any, category: type, filename: str, lineno: int, file: Any = None,
-                    line: str | None = None) -> None:
+    def showwarning(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: str | None = None) -> None:
         record(category.__name__, str(message))
         key = (str(message), category, filename, lineno)
         if key not in shown:

@@ -64,8 +64,9 @@ class LiveDashboard:
             self._bar = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, description="", layout={"width": "60%"})
             self._bar_label = widgets.Label()
             row = widgets.HBox([self._bar, self._bar_label])
-            self.widget = widgets.VBox([self._html["header"], row, self._html["alerts"], self.plot,
-                                        self._html["layers"], self._html["footer"]])
+            self.widget = widgets.VBox(
+                [self._html["header"], row, self._html["alerts"], self.plot, self._html["layers"], self._html["footer"]]
+            )
             self._children = [self.widget, row, self._bar, self._bar_label, self.plot, *self._html.values()]
         self._handle = display(self.widget, display_id=True)
         self.frozen = False
@@ -99,8 +100,10 @@ class LiveDashboard:
             colors = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(self._tracked)}
             fresh["layers"] = f"<div class='tm-dash'>{panels.layers(r, colors)}</div>"
         if "footer" not in self._sections:
-            fresh["footer"] = (f"{panels.STYLE}<div class='tm-dash' style='color:#888'>Ctrl-C or the kernel's "
-                               "stop button stops after the current step</div>")  # the style travels once
+            fresh["footer"] = (
+                f"{panels.STYLE}<div class='tm-dash' style='color:#888'>Ctrl-C or the kernel's "
+                "stop button stops after the current step</div>"
+            )  # the style travels once
         changed = {k: v for k, v in fresh.items() if self._sections.get(k) != v}
         self._sections.update(changed)
         return changed
@@ -110,10 +113,16 @@ class LiveDashboard:
         out: list[tuple[str, Any, dict[str, np.ndarray], int | None]] = []
         cols = r.columns
         losses = cols.get("loss", [])
-        smoothed, self._ema_last = ema(losses[len(self._ema):], start=self._ema_last)
+        smoothed, self._ema_last = ema(losses[len(self._ema) :], start=self._ema_last)
         self._ema.extend(smoothed)
-        step_cols = {"x": cols.get("step", []), "loss": losses, "loss_smooth": self._ema, "lr": cols.get("lr", []),
-                     "rate": cols.get("samples_per_s", []), "grad_norm": cols.get("grad_norm", [])}
+        step_cols = {
+            "x": cols.get("step", []),
+            "loss": losses,
+            "loss_smooth": self._ema,
+            "lr": cols.get("lr", []),
+            "rate": cols.get("samples_per_s", []),
+            "grad_norm": cols.get("grad_norm", []),
+        }
         got = self._steps.take({k: v if v else [None] * len(step_cols["x"]) for k, v in step_cols.items()}, "x")
         if got:
             out.append((got[0], self.figs.steps, got[1], None))
@@ -169,13 +178,21 @@ class LiveDashboard:
         bins = len(counts[0]) if counts else 0
         ys = [k + (b + 0.5) / bins for k in range(len(counts)) for b in range(bins)]
         values = np.log1p(np.asarray(counts, dtype=np.float32)).reshape(-1)
-        columns = {"x": np.full(len(ys), step - width / 2, dtype=np.float32), "y": np.asarray(ys, dtype=np.float32),
-                   "w": np.full(len(ys), width, dtype=np.float32), "v": values}
+        columns = {
+            "x": np.full(len(ys), step - width / 2, dtype=np.float32),
+            "y": np.asarray(ys, dtype=np.float32),
+            "w": np.full(len(ys), width, dtype=np.float32),
+            "v": values,
+        }
         return "stream", self.figs.hist, columns, HIST_ROLLOVER_SNAPSHOTS * len(ys)
 
     # ------------------------------------------------------------------ transports
-    def _send_lab(self, sections: dict[str, str], progress: dict[str, Any],
-                  batches: list[tuple[str, Any, dict[str, np.ndarray], int | None]]) -> None:
+    def _send_lab(
+        self,
+        sections: dict[str, str],
+        progress: dict[str, Any],
+        batches: list[tuple[str, Any, dict[str, np.ndarray], int | None]],
+    ) -> None:
         buffers: list[bytes] = []
         streams: list[protocol.ColumnBatch] = []
         replace: list[protocol.ColumnBatch] = []
@@ -186,13 +203,22 @@ class LiveDashboard:
                 buffers.append(np.ascontiguousarray(arr, dtype="<f4").tobytes())
             batch: protocol.ColumnBatch = {"source": source.id, "columns": index, "rollover": rollover}
             (streams if kind == "stream" else replace).append(batch)
-        message: protocol.RefreshMessage = {"kind": protocol.REFRESH, "sections": sections,
-                                            "progress": progress, "streams": streams, "replace": replace}  # type: ignore[typeddict-item]
+        message: protocol.RefreshMessage = {
+            "kind": protocol.REFRESH,
+            "sections": sections,
+            "progress": progress,
+            "streams": streams,
+            "replace": replace,
+        }  # type: ignore[typeddict-item]
         self.widget.send_refresh(message, buffers)  # type: ignore[attr-defined]
         self.messages_sent += 1
 
-    def _apply_widgets(self, sections: dict[str, str], progress: dict[str, Any],
-                       batches: list[tuple[str, Any, dict[str, np.ndarray], int | None]]) -> None:
+    def _apply_widgets(
+        self,
+        sections: dict[str, str],
+        progress: dict[str, Any],
+        batches: list[tuple[str, Any, dict[str, np.ndarray], int | None]],
+    ) -> None:
         for name, html in sections.items():
             self._html[name].value = html
         fraction = progress["fraction"]

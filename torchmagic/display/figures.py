@@ -24,8 +24,15 @@ class DashboardFigures:
 
 
 def _figure(title: str, x_label: str = "step", **kw: object) -> figure:
-    p = figure(title=title, width=WIDTH, height=HEIGHT, tools="pan,wheel_zoom,box_zoom,reset,hover",
-               toolbar_location="right", x_axis_label=x_label, **kw)
+    p = figure(
+        title=title,
+        width=WIDTH,
+        height=HEIGHT,
+        tools="pan,wheel_zoom,box_zoom,reset,hover",
+        toolbar_location="right",
+        x_axis_label=x_label,
+        **kw,
+    )
     p.title.text_font_size = "11px"
     p.toolbar.logo = None
     p.xaxis.axis_label_text_font_size = "10px"
@@ -62,8 +69,15 @@ def build(histograms: bool) -> DashboardFigures:
         hist_source = ColumnDataSource({k: [] for k in ("x", "y", "w", "v")}, name="tm-hist")
         last = _figure("gradient histograms: log10|g| by parameter, over steps")
         mapper = LinearColorMapper(palette="Viridis256", low=0, high=8)
-        last.rect("x", "y", width="w", height=1 / 28, source=hist_source, fill_color={"field": "v", "transform": mapper},
-                  line_color=None)
+        last.rect(
+            "x",
+            "y",
+            width="w",
+            height=1 / 28,
+            source=hist_source,
+            fill_color={"field": "v", "transform": mapper},
+            line_color=None,
+        )
     else:
         last = _figure("activation std by layer")
         for i in range(TRACKED_LAYERS):

@@ -12,8 +12,14 @@ from torchmagic.core.result import RunResult
 from torchmagic.display import svg
 
 STATUS_COLORS = {"running": "#1f77b4", "completed": "#2ca02c", "interrupted": "#ff7f0e", "failed": "#d62728"}
-ALERT_ICONS = {"nonfinite": "NaN", "warning": "warn", "exploding_grad": "grad", "vanishing_grad": "grad",
-               "oom": "OOM", "error": "err"}
+ALERT_ICONS = {
+    "nonfinite": "NaN",
+    "warning": "warn",
+    "exploding_grad": "grad",
+    "vanishing_grad": "grad",
+    "oom": "OOM",
+    "error": "err",
+}
 STYLE = """<style>
 .tm-dash{font-family:var(--jp-ui-font-family,sans-serif);font-size:12px;color:var(--jp-ui-font-color1,#222)}
 .tm-dash table{border-collapse:collapse;font-size:11px;margin:4px 0}
@@ -42,10 +48,14 @@ def header(snap: Snapshot, status: str | None = None) -> str:
     lr = _last(cols.get("lr", []))
     elapsed = _last(cols.get("time", [])) if status == "running" else r.elapsed
     mem = r.memory
-    parts = [f'<span class="tm-badge" style="background:{STATUS_COLORS.get(status, "#777")}">{escape(status)}</span>',
-             _kv("step", f"{r.steps}" + (f" / ~{r.total_steps}" if r.total_steps else "")),
-             _kv("loss", number(loss)), _kv("lr", number(lr, 3)), _kv("throughput", rate(snap.samples_per_s)),
-             _kv("elapsed", duration(elapsed))]
+    parts = [
+        f'<span class="tm-badge" style="background:{STATUS_COLORS.get(status, "#777")}">{escape(status)}</span>',
+        _kv("step", f"{r.steps}" + (f" / ~{r.total_steps}" if r.total_steps else "")),
+        _kv("loss", number(loss)),
+        _kv("lr", number(lr, 3)),
+        _kv("throughput", rate(snap.samples_per_s)),
+        _kv("elapsed", duration(elapsed)),
+    ]
     if snap.eta is not None and status == "running":
         parts.append(_kv("ETA", duration(snap.eta)))
     if r.skipped_steps:
@@ -77,8 +87,10 @@ def alerts(result: RunResult) -> str:
         cls = "tm-alert tm-warning" if a.kind == "warning" else "tm-alert"
         where = f" in <code>{escape(a.module)}</code>" if a.module else ""
         count = f" ×{a.count}" if a.count > 1 else ""
-        rows.append(f'<div class="{cls}"><b>{escape(ALERT_ICONS.get(a.kind, a.kind))}</b> step {a.step}{where}: '
-                    f'{escape(a.message)}{count}</div>')
+        rows.append(
+            f'<div class="{cls}"><b>{escape(ALERT_ICONS.get(a.kind, a.kind))}</b> step {a.step}{where}: '
+            f"{escape(a.message)}{count}</div>"
+        )
     more = f"<div>… and {len(result.alerts) - 20} more</div>" if len(result.alerts) > 20 else ""
     return "".join(rows) + more
 
@@ -88,24 +100,31 @@ def layers(result: RunResult, colors: dict[str, str] | None = None, limit: int =
     if not result.layers:
         return ""
     colors = colors or {}
-    head = ("<tr><th>module</th><th>type</th><th>input</th><th>output</th><th>act mean</th><th>act std</th>"
-            "<th>zeros</th><th>grad norm</th><th>update/weight</th></tr>")
+    head = (
+        "<tr><th>module</th><th>type</th><th>input</th><th>output</th><th>act mean</th><th>act std</th>"
+        "<th>zeros</th><th>grad norm</th><th>update/weight</th></tr>"
+    )
     rows = []
     for info in result.layers[:limit]:
         changed = info.shape_changes > 0
         cls = ' class="tm-changed"' if changed else ""
         note = f' title="shape changed {info.shape_changes}× (last at step {info.last_change_step})"' if changed else ""
-        swatch = (f'<span style="color:{colors[info.name]}">■</span> ' if info.name in colors else "")
+        swatch = f'<span style="color:{colors[info.name]}">■</span> ' if info.name in colors else ""
         name = info.name if info.name else "(model)"
         rows.append(
             f"<tr><td>{swatch}<code>{escape(name)}</code></td><td>{escape(info.type)}</td>"
             f"<td{cls}{note}>{escape(info.input)}</td><td{cls}{note}>{escape(info.output)}</td>"
             f"<td>{number(info.act_mean, 3)}</td><td>{number(info.act_std, 3)}</td>"
-            f"<td>{_percent(info.act_zeros)}</td><td>{number(info.grad_norm, 3)}</td><td>{number(info.update_ratio, 2)}</td></tr>")
+            f"<td>{_percent(info.act_zeros)}</td><td>{number(info.grad_norm, 3)}</td><td>{number(info.update_ratio, 2)}</td></tr>"
+        )
     more = f"<tr><td colspan=9>… {len(result.layers) - limit} more modules</td></tr>" if len(result.layers) > limit else ""
-    legend = "<div>shapes in <span class='tm-changed'>red</span> changed between steps (hover for when)</div>" if any(
-        i.shape_changes for i in result.layers) else ""
-    return f"<details open><summary>layers ({len(result.layers)})</summary>{legend}<table>{head}{''.join(rows)}{more}</table></details>"
+    legend = (
+        "<div>shapes in <span class='tm-changed'>red</span> changed between steps (hover for when)</div>"
+        if any(i.shape_changes for i in result.layers)
+        else ""
+    )
+    summary = f"<summary>layers ({len(result.layers)})</summary>"
+    return f"<details open>{summary}{legend}<table>{head}{''.join(rows)}{more}</table></details>"
 
 
 def _percent(x: float | None) -> str:
@@ -117,20 +136,26 @@ def snapshot_html(result: RunResult, snap: Snapshot | None = None) -> str:
     snap = snap or Snapshot(result, 0, None, None, None, final=True)
     cols = result.columns
     steps = cols.get("step", [])
-    charts = [svg.line_chart("loss", steps, {"loss": cols.get("loss", []), "smoothed": _ema(cols.get("loss", []))}),
-              svg.line_chart("learning rate", steps, {"lr": cols.get("lr", [])}),
-              svg.line_chart("samples/s", steps, {"samples/s": cols.get("samples_per_s", [])}),
-              svg.line_chart("gradient norm (log10)", steps, {"grad norm": cols.get("grad_norm", [])}, log_y=True)]
+    charts = [
+        svg.line_chart("loss", steps, {"loss": cols.get("loss", []), "smoothed": _ema(cols.get("loss", []))}),
+        svg.line_chart("learning rate", steps, {"lr": cols.get("lr", [])}),
+        svg.line_chart("samples/s", steps, {"samples/s": cols.get("samples_per_s", [])}),
+        svg.line_chart("gradient norm (log10)", steps, {"grad norm": cols.get("grad_norm", [])}, log_y=True),
+    ]
     mem = result.memory
     if mem.get("time"):
-        mib = {k: [None if v is None else v / 2**20 for v in mem[k]] for k in ("rss", "cuda_allocated", "cuda_reserved") if k in mem}
+        mib = {
+            k: [None if v is None else v / 2**20 for v in mem[k]] for k in ("rss", "cuda_allocated", "cuda_reserved") if k in mem
+        }
         charts.append(svg.line_chart("memory (MiB) over time (s)", mem["time"], mib))
     logged = [k for k in cols if k not in _BUILTIN_COLUMNS and not k.startswith("lr_")]
     for name in logged[:4]:
         charts.append(svg.line_chart(name, steps, {name: cols[name]}))
-    return (f'{STYLE}<div class="tm-dash"><div>{header(snap, result.status)}</div>'
-            f'<div>{alerts(result)}</div><div class="tm-charts">{"".join(charts)}</div>{layers(result)}'
-            f'<div style="color:#888">torchmagic · {escape(result.summary())}</div></div>')
+    return (
+        f'{STYLE}<div class="tm-dash"><div>{header(snap, result.status)}</div>'
+        f'<div>{alerts(result)}</div><div class="tm-charts">{"".join(charts)}</div>{layers(result)}'
+        f'<div style="color:#888">torchmagic · {escape(result.summary())}</div></div>'
+    )
 
 
 _BUILTIN_COLUMNS = {"step", "time", "loss", "lr", "grad_norm", "samples_per_s", "step_time"}

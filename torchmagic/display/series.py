@@ -59,7 +59,9 @@ class Decimator:
         return out
 
 
-def ema(values: Sequence[float | None], alpha: float = 0.1, start: float | None = None) -> tuple[list[float | None], float | None]:
+def ema(
+    values: Sequence[float | None], alpha: float = 0.1, start: float | None = None
+) -> tuple[list[float | None], float | None]:
     """Exponential moving average, continuing from ``start``; returns (smoothed, last)."""
     out: list[float | None] = []
     avg = start

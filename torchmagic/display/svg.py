@@ -12,8 +12,9 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 
 
 def _finite_pairs(xs: Sequence[float | None], ys: Sequence[float | None]) -> list[tuple[float, float]]:
-    return [(float(x), float(y)) for x, y in zip(xs, ys)
-            if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)]
+    return [
+        (float(x), float(y)) for x, y in zip(xs, ys) if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)
+    ]
 
 
 def decimate(points: list[tuple[float, float]], limit: int = 300) -> list[tuple[float, float]]:
@@ -23,8 +24,15 @@ def decimate(points: list[tuple[float, float]], limit: int = 300) -> list[tuple[
     return points[::stride] + ([points[-1]] if (len(points) - 1) % stride else [])
 
 
-def line_chart(title: str, xs: Sequence[float | None], series: dict[str, Sequence[float | None]],
-               *, width: int = 300, height: int = 150, log_y: bool = False) -> str:
+def line_chart(
+    title: str,
+    xs: Sequence[float | None],
+    series: dict[str, Sequence[float | None]],
+    *,
+    width: int = 300,
+    height: int = 150,
+    log_y: bool = False,
+) -> str:
     """An SVG line chart of one or more series sharing x; empty series are left out."""
     pad_l, pad_b, pad_t = 46, 18, 18
     lines = {}
@@ -37,7 +45,10 @@ def line_chart(title: str, xs: Sequence[float | None], series: dict[str, Sequenc
     head = f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" class="tm-chart">'
     head += f'<text x="4" y="12" font-size="11" font-family="sans-serif" fill="#333">{escape(title)}</text>'
     if not lines:
-        return head + f'<text x="{width // 2}" y="{height // 2}" font-size="10" fill="#999" text-anchor="middle">no data</text></svg>'
+        return (
+            head
+            + f'<text x="{width // 2}" y="{height // 2}" font-size="10" fill="#999" text-anchor="middle">no data</text></svg>'
+        )
     all_pts = [p for pts in lines.values() for p in pts]
     x0, x1 = min(p[0] for p in all_pts), max(p[0] for p in all_pts)
     y0, y1 = min(p[1] for p in all_pts), max(p[1] for p in all_pts)
@@ -54,15 +65,22 @@ def line_chart(title: str, xs: Sequence[float | None], series: dict[str, Sequenc
     def label(v: float) -> str:
         return number(10**v if log_y else v, 3)
 
-    body = [f'<rect x="{pad_l}" y="{pad_t}" width="{pw}" height="{ph}" fill="none" stroke="#ddd"/>',
-            f'<text x="{pad_l - 3}" y="{pad_t + 8}" font-size="9" text-anchor="end" fill="#666">{label(y1)}</text>',
-            f'<text x="{pad_l - 3}" y="{pad_t + ph}" font-size="9" text-anchor="end" fill="#666">{label(y0)}</text>',
-            f'<text x="{pad_l}" y="{height - 4}" font-size="9" fill="#666">{number(x0, 3)}</text>',
-            f'<text x="{width - 6}" y="{height - 4}" font-size="9" text-anchor="end" fill="#666">{number(x1, 3)}</text>']
+    body = [
+        f'<rect x="{pad_l}" y="{pad_t}" width="{pw}" height="{ph}" fill="none" stroke="#ddd"/>',
+        f'<text x="{pad_l - 3}" y="{pad_t + 8}" font-size="9" text-anchor="end" fill="#666">{label(y1)}</text>',
+        f'<text x="{pad_l - 3}" y="{pad_t + ph}" font-size="9" text-anchor="end" fill="#666">{label(y0)}</text>',
+        f'<text x="{pad_l}" y="{height - 4}" font-size="9" fill="#666">{number(x0, 3)}</text>',
+        f'<text x="{width - 6}" y="{height - 4}" font-size="9" text-anchor="end" fill="#666">{number(x1, 3)}</text>',
+    ]
     for i, (name, pts) in enumerate(lines.items()):
         color = PALETTE[i % len(PALETTE)]
         path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
-        body.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.2" points="{path}"><title>{escape(name)}</title></polyline>')
+        body.append(
+            f'<polyline fill="none" stroke="{color}" stroke-width="1.2" points="{path}"><title>{escape(name)}</title></polyline>'
+        )
         if len(lines) > 1:
-            body.append(f'<text x="{width - 8}" y="{pad_t + 10 + 10 * i}" font-size="9" text-anchor="end" fill="{color}">{escape(name)}</text>')
+            body.append(
+                f'<text x="{width - 8}" y="{pad_t + 10 + 10 * i}" font-size="9" text-anchor="end" '
+                f'fill="{color}">{escape(name)}</text>'
+            )
     return head + "".join(body) + "</svg>"

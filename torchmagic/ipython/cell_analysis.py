@@ -6,8 +6,12 @@ import ast
 import math
 from typing import Any
 
-_SAFE_BINOPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
-                ast.FloorDiv: lambda a, b: a // b}
+_SAFE_BINOPS = {
+    ast.Add: lambda a, b: a + b,
+    ast.Sub: lambda a, b: a - b,
+    ast.Mult: lambda a, b: a * b,
+    ast.FloorDiv: lambda a, b: a // b,
+}
 
 
 def names_read(tree: ast.AST) -> list[str]:
@@ -28,8 +32,7 @@ def _first_position(tree: ast.AST, name: str) -> tuple[int, int]:
 
 
 def calls_method(tree: ast.AST, method: str) -> bool:
-    return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == method
-               for n in ast.walk(tree))
+    return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == method for n in ast.walk(tree))
 
 
 def loop_total(tree: ast.Module, namespace: dict[str, Any]) -> int | None:

@@ -20,17 +20,38 @@ DISPLAY_MODES = ("auto", "widgets", "text", "none")
 @magics_class
 class TrainMagics(Magics):
     @magic_arguments()
-    @argument("-m", "--model", action="append", default=[], metavar="NAME",
-              help="model to watch (repeat or comma-separate for several); default: the modules the cell uses")
-    @argument("-o", "--optimizer", action="append", default=[], metavar="NAME",
-              help="optimizer whose steps are the steps; default: the optimizers the cell uses")
-    @argument("--every", type=int, default=10, metavar="N",
-              help="take per-layer statistics (norms, activations, histograms) every N steps; 0: never")
+    @argument(
+        "-m",
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="model to watch (repeat or comma-separate for several); default: the modules the cell uses",
+    )
+    @argument(
+        "-o",
+        "--optimizer",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="optimizer whose steps are the steps; default: the optimizers the cell uses",
+    )
+    @argument(
+        "--every",
+        type=int,
+        default=10,
+        metavar="N",
+        help="take per-layer statistics (norms, activations, histograms) every N steps; 0: never",
+    )
     @argument("--histograms", action="store_true", help="also record per-parameter gradient histograms")
-    @argument("--total", type=int, default=None, metavar="N",
-              help="backward() calls the loop will make, when it cannot be read from the loop (for progress/ETA)")
-    @argument("--display", default="auto", choices=DISPLAY_MODES,
-              help="auto: dashboard in a notebook, a text line elsewhere")
+    @argument(
+        "--total",
+        type=int,
+        default=None,
+        metavar="N",
+        help="backward() calls the loop will make, when it cannot be read from the loop (for progress/ETA)",
+    )
+    @argument("--display", default="auto", choices=DISPLAY_MODES, help="auto: dashboard in a notebook, a text line elsewhere")
     @argument("--refresh", type=float, default=4.0, metavar="HZ", help="display refreshes per second")
     @cell_magic
     def train(self, line: str, cell: str) -> None:
@@ -63,8 +84,10 @@ class TrainMagics(Magics):
         if not args.optimizer:
             optimizers, _ = _found(used, ns, torch.optim.Optimizer)
         if not models and not (calls_method(tree, "backward") or calls_method(tree, "step")):
-            raise UsageError("%%train: no model found: the cell uses no torch.nn.Module from the namespace and "
-                             "calls no backward(); name one with -m NAME")
+            raise UsageError(
+                "%%train: no model found: the cell uses no torch.nn.Module from the namespace and "
+                "calls no backward(); name one with -m NAME"
+            )
         if args.every < 0:
             raise UsageError(f"%%train: --every must be 0 or more, got {args.every}")
         if args.total is not None and args.total <= 0:
@@ -74,9 +97,17 @@ class TrainMagics(Magics):
         total = args.total or loop_total(tree, ns)
         code = compile(cell, self.shell.compile.cache(cell), "exec", dont_inherit=True)
 
-        run = TrainingRun(models, optimizers, model_names=model_names, every=args.every,
-                          histograms=args.histograms, total=total, display=args.display, refresh=args.refresh,
-                          title=", ".join(model_names))
+        run = TrainingRun(
+            models,
+            optimizers,
+            model_names=model_names,
+            every=args.every,
+            histograms=args.histograms,
+            total=total,
+            display=args.display,
+            refresh=args.refresh,
+            title=", ".join(model_names),
+        )
         with run:
             exec(code, ns)
         if run.result.status == "interrupted":
