@@ -12,7 +12,7 @@ import torch
 HIST_BINS = 28
 HIST_LOG10_RANGE = (-12.0, 2.0)  # histograms of log10|g|: half a decade per bin
 SAMPLE = 4096
-ACTIVATION_SAMPLE = 65536
+ACTIVATION_SAMPLE = 4096
 
 
 def strided_sample(t: torch.Tensor, limit: int) -> torch.Tensor:
@@ -63,14 +63,18 @@ def log_magnitude_histogram(t: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def activation_summary(t: torch.Tensor) -> torch.Tensor:
-    """[mean, std, fraction of zeros, fraction non-finite] of a bounded strided sample."""
+    """[mean, std, fraction of zeros, fraction non-finite] of a bounded strided sample.
+
+    Mean and std turn NaN when the sample holds non-finite values; the last entry says so.
+    """
     sample = _float(strided_sample(t, ACTIVATION_SAMPLE))
-    finite = torch.isfinite(sample)
-    nonfinite = 1.0 - finite.float().mean()
-    clean = torch.where(finite, sample, torch.zeros((), dtype=sample.dtype, device=sample.device))
-    std, mean = torch.std_mean(clean, correction=0) if clean.numel() > 0 else (clean.sum(), clean.sum())
-    zeros = (sample == 0).float().mean()
-    return torch.stack([mean.float(), std.float(), zeros, nonfinite.float()])
+    if sample.numel() == 0:
+        return torch.full((4,), float("nan"), device=sample.device)
+    std, mean = torch.std_mean(sample, correction=0)
+    n = sample.numel()
+    zeros = (sample == 0).sum() / n
+    nonfinite = 1.0 - torch.isfinite(sample).sum() / n
+    return torch.stack([mean.float(), std.float(), zeros.float(), nonfinite.float()])
 
 
 @torch.no_grad()

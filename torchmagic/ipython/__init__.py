@@ -7,10 +7,13 @@ from typing import Any
 
 def load(ipython: Any) -> None:
     from torchmagic.display import frontend
+    from torchmagic.ipython.inspect_magic import InspectMagics
     from torchmagic.ipython.train_magic import TrainMagics
 
     ipython.register_magics(TrainMagics)
+    ipython.register_magics(InspectMagics)
     _register_result_formatter(ipython)
+    _register_inspect_formatter(ipython)
     frontend.open_hello_comm()
 
 
@@ -18,11 +21,12 @@ def unload(ipython: Any) -> None:
     from torchmagic.display import frontend
 
     magics = ipython.magics_manager.magics
-    for kind, names in (("cell", ("train",)),):
+    for kind, names in (("cell", ("train", "tensor_inspect")), ("line", ("tensor_inspect",))):
         for name in names:
             magics[kind].pop(name, None)
     registry = ipython.magics_manager.registry
     registry.pop("TrainMagics", None)
+    registry.pop("InspectMagics", None)
     frontend.close_hello_comm()
 
 
@@ -36,3 +40,21 @@ def _register_result_formatter(ipython: Any) -> None:
         return snapshot_html(result)
 
     formatter.for_type_by_name("torchmagic.core.result", "RunResult", render)
+
+
+def _register_inspect_formatter(ipython: Any) -> None:
+    """``%tensor_inspect`` results: static HTML in a notebook, a readable text block in a terminal."""
+
+    def render_html(result: Any) -> str:
+        from torchmagic.display.inspect_view import html
+
+        return html(result)
+
+    def render_text(result: Any, printer: Any, cycle: bool) -> None:
+        from torchmagic.display.inspect_view import text
+
+        printer.text(text(result))
+
+    formatters = ipython.display_formatter.formatters
+    formatters["text/html"].for_type_by_name("torchmagic.core.inspect_result", "InspectResult", render_html)
+    formatters["text/plain"].for_type_by_name("torchmagic.core.inspect_result", "InspectResult", render_text)

@@ -1,0 +1,93 @@
+"""Models and synthetic data for the benchmarks.
+
+Everything is built from fixed seeds, so every run of every variant starts from the same
+weights and sees the same batches: the variants differ only in what they add to the loop.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+SEED = 0
+
+
+def seed_everything(seed: int = SEED) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+    except ImportError:  # numpy is a dependency of torchmagic, but the models do not need it
+        return
+    np.random.seed(seed)
+
+
+def cifar_cnn() -> nn.Module:
+    """The classic CIFAR-10 example's shape: 3x32x32 -> conv 32 -> pool -> conv 64 -> pool -> fc 10."""
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 8 * 8, 10),
+    )
+
+
+def mnist_mlp() -> nn.Module:
+    """784 -> 512 -> 256 -> 10 with ReLU."""
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(784, 512),
+        nn.ReLU(),
+        nn.Linear(512, 256),
+        nn.ReLU(),
+        nn.Linear(256, 10),
+    )
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    build: Callable[[], nn.Module]
+    input_shape: tuple[int, ...]  # one sample
+    batch_size: int
+    classes: int = 10
+    lr: float = 0.01
+    momentum: float = 0.9
+    step_scale: int = 1  # timed runs take step_scale * --steps steps (short steps need more)
+
+    def make_batches(self, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """`count` distinct synthetic batches, generated once from a private generator."""
+        gen = torch.Generator().manual_seed(SEED + 1)
+        return [
+            (
+                torch.randn((self.batch_size, *self.input_shape), generator=gen),
+                torch.randint(0, self.classes, (self.batch_size,), generator=gen),
+            )
+            for _ in range(count)
+        ]
+
+    def make_run(self) -> tuple[nn.Module, torch.optim.Optimizer, nn.Module]:
+        """A fresh model, optimizer and loss, identical for every run."""
+        seed_everything()
+        model = self.build()
+        optimizer = torch.optim.SGD(model.parameters(), lr=self.lr, momentum=self.momentum)
+        return model, optimizer, nn.CrossEntropyLoss()
+
+
+MODELS: dict[str, ModelSpec] = {
+    "cnn": ModelSpec("cnn", cifar_cnn, (3, 32, 32), batch_size=32, step_scale=1),
+    "mlp": ModelSpec("mlp", mnist_mlp, (1, 28, 28), batch_size=128, step_scale=2),
+}
+
+
+def cycle_batches(batches: list, steps: int) -> list:
+    """A loader of `steps` batches that reuses the distinct ones (bounded memory, has a len)."""
+    return [batches[i % len(batches)] for i in range(steps)]

@@ -1,0 +1,173 @@
+"""``%tensor_inspect``: a tensor, a module or a cell, explained."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class, needs_local_scope
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from torchmagic.core.celltrace import CellRecorder
+from torchmagic.core.inspect_result import InspectResult
+from torchmagic.core.modtrace import forward_mismatch, parameter_rows, trace_module
+from torchmagic.core.tensorstats import inspect_tensor
+
+
+@magics_class
+class InspectMagics(Magics):
+    @magic_arguments()
+    @argument("expression", nargs="*", help="a tensor or a module (any Python expression); empty with %%%%tensor_inspect")
+    @argument(
+        "--input",
+        nargs="+",
+        metavar="EXPR",
+        default=None,
+        help="sample input for a module: a tuple or list is passed as positional arguments, a dict as "
+        "keyword arguments, anything else as the one argument; adds FLOPs and a layer-by-layer trace",
+    )
+    @argument(
+        "--train-mode",
+        action="store_true",
+        help="trace in the module's current train/eval mode (default: eval, restored afterwards)",
+    )
+    @argument("--no-flops", action="store_true", help="skip counting FLOPs")
+    @argument("--no-views", action="store_true", help="tensor: statistics and histogram only, no image/heatmap")
+    @needs_local_scope
+    @line_cell_magic
+    def tensor_inspect(self, line: str, cell: str | None = None, local_ns: dict[str, Any] | None = None) -> Any:
+        """Explain a tensor, a module, or every torch operation of a cell.
+
+        ``%tensor_inspect x``: shape, dtype, device, layout, strides, memory, autograd state, statistics
+        over the finite values (NaN and ±Inf counted apart), a histogram of a sample, and pictures
+        chosen by shape (image, image grid, per-channel table, heatmap, slices).
+
+        ``%tensor_inspect model --input x``: parameters and buffers, FLOPs and the input/output
+        shapes of every layer; the model's mode, parameters, buffers and the RNG state are left
+        as they were. ``--input (x, lengths)`` passes two arguments, ``--input {'x': x}`` keywords.
+
+        ``%%tensor_inspect`` on a cell: each torch op the cell runs, by source line and module. A
+        shape error is re-raised with a note naming the module (``fc1``), its configuration, the op
+        and the operand shapes; a loss that broadcasts a [N, 1] prediction against a [N] target is
+        flagged.
+
+        The line magic returns the result: ``r = %tensor_inspect x`` then ``r.stats``, ``r.trace``.
+
+        Example::
+
+            %tensor_inspect images[0]
+            %tensor_inspect model --input torch.randn(8, 3, 32, 32)
+        """
+        __tracebackhide__ = True
+        args = parse_argstring(self.tensor_inspect, line)
+        ns = dict(self.shell.user_ns)
+        ns.update(local_ns or {})
+        if cell is not None:
+            return self._cell(cell, args)
+        expression = " ".join(args.expression).strip()
+        if not expression:
+            raise UsageError("%tensor_inspect: give a tensor or module expression, e.g. %tensor_inspect x")
+        obj = _evaluate(expression, ns, "the expression")
+        if isinstance(obj, torch.Tensor):
+            if args.input is not None:
+                raise UsageError(f"%tensor_inspect: --input is for modules; `{expression}` is a tensor")
+            return inspect_tensor(obj, expression, views=not args.no_views)
+        if isinstance(obj, torch.nn.Module):
+            return self._module(obj, expression, args, ns)
+        raise UsageError(f"%tensor_inspect: `{expression}` is {_what(obj)}, not a torch.Tensor or torch.nn.Module")
+
+    def _module(self, module: torch.nn.Module, expression: str, args: Any, ns: dict[str, Any]) -> InspectResult:
+        __tracebackhide__ = True
+        if args.input is None:
+            rows, totals = parameter_rows(module)
+            return InspectResult(
+                kind="module", name=expression, module_type=type(module).__name__, parameters=rows, totals=totals
+            )
+        value = _evaluate(" ".join(args.input), ns, "--input")
+        if isinstance(value, dict):
+            call_args, call_kwargs = (), {str(k): v for k, v in value.items()}
+        elif isinstance(value, (tuple, list)):
+            call_args, call_kwargs = tuple(value), {}
+        else:
+            call_args, call_kwargs = (value,), {}
+        mismatch = forward_mismatch(module, call_args, call_kwargs)
+        if mismatch:
+            raise UsageError(f"%tensor_inspect: --input does not match: {mismatch}")
+        recorder = CellRecorder("<no cell>", ns, record_ops=False)
+        with recorder:
+            try:
+                return trace_module(
+                    module,
+                    call_args,
+                    call_kwargs,
+                    name=expression,
+                    mode="same" if args.train_mode else "eval",
+                    count_flops=not args.no_flops,
+                )
+            except Exception as exc:
+                _explain(recorder, exc)
+                raise
+
+    def _cell(self, cell: str, args: Any) -> InspectResult:
+        __tracebackhide__ = True
+        if args.expression or args.input is not None:
+            raise UsageError("%%tensor_inspect takes no expression or --input; it records the cell below it")
+        if not cell.strip():
+            raise UsageError("%%tensor_inspect: the cell is empty")
+        filename = self.shell.compile.cache(cell)
+        code = compile(cell, filename, "exec", dont_inherit=True)
+        ns = self.shell.user_ns
+        recorder = CellRecorder(filename, ns)
+        result = InspectResult(kind="cell", name="cell", source=cell.splitlines())
+        try:
+            with recorder:
+                exec(code, ns)
+        except Exception as exc:
+            _collect(result, recorder)
+            exc.inspect_result = result  # type: ignore[attr-defined]
+            _explain(recorder, exc)
+            raise
+        _collect(result, recorder)
+        return result
+
+
+def _collect(result: InspectResult, recorder: CellRecorder) -> None:
+    result.ops, result.ops_dropped, result.findings = recorder.ops, recorder.dropped, recorder.findings
+
+
+def _explain(recorder: CellRecorder, exc: BaseException) -> None:
+    """Add the explanation to the exception (PEP 678) and show it above the traceback."""
+    finding = recorder.finding_for(exc)
+    if finding is None:
+        return
+    if finding.message not in getattr(exc, "__notes__", ()):
+        exc.add_note(finding.message)
+    from IPython.display import display
+
+    from torchmagic.display.inspect_view import Explanation
+
+    display(Explanation(finding))
+
+
+def _evaluate(expression: str, ns: dict[str, Any], what: str) -> Any:
+    __tracebackhide__ = True
+    try:
+        return eval(expression, ns)  # noqa: S307 - the user's own expression, in the user's namespace
+    except NameError as exc:
+        raise UsageError(f"%tensor_inspect: {what} `{expression}`: {exc}; run the cell that defines it first") from None
+    except SyntaxError as exc:
+        raise UsageError(f"%tensor_inspect: {what} `{expression}` is not a Python expression ({exc.msg})") from None
+    except Exception as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UsageError(f"%tensor_inspect: evaluating {what} `{expression}` raised {type(exc).__name__}: {message}") from None
+
+
+def _what(obj: Any) -> str:
+    kind = type(obj)
+    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    shape = getattr(obj, "shape", None)
+    article = "an" if name[:1].lower() in "aeiou" else "a"
+    extra = f" of shape {tuple(shape)}" if isinstance(shape, tuple) else ""
+    hint = "; convert it with torch.as_tensor(...)" if kind.__module__.startswith("numpy") else ""
+    return f"{article} {name}{extra}{hint}"
