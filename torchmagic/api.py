@@ -11,6 +11,8 @@ from torchmagic.core.monitor import TrainingMonitor, active_monitor
 from torchmagic.core.result import RunResult
 from torchmagic.core.runs import set_last_run
 
+DISPLAY_MODES = ("auto", "widgets", "stock", "text", "none")
+
 
 def _as_list(value: Any) -> list[Any]:
     if value is None:
@@ -45,6 +47,8 @@ class TrainingRun:
             raise ValueError(f"every must be >= 0, got {every}")
         if refresh <= 0:
             raise ValueError(f"refresh must be > 0 (Hz), got {refresh}")
+        if display not in DISPLAY_MODES:
+            raise ValueError(f"display must be one of {', '.join(DISPLAY_MODES)}; got {display!r}")
         self.display_mode = display
         self.title = title
         self.monitor = TrainingMonitor(
@@ -107,7 +111,9 @@ def train(
         every: period of the costly statistics (per-layer norms, activations, histograms).
         histograms: record gradient histograms on those steps.
         total: how many ``backward()`` calls the loop makes, for progress and ETA.
-        display: "auto" (dashboard in a notebook, text elsewhere), "widgets", "text" or "none".
+        display: "auto" (dashboard in a notebook, text elsewhere), "widgets" (the dashboard),
+            "stock" (the dashboard from stock ipywidgets + jupyter_bokeh, for front ends without
+            the torchmagic extension; more messages, so it refreshes every 2 s), "text" or "none".
         refresh: display refreshes per second.
     """
     return TrainingRun(

@@ -10,11 +10,9 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from torchmagic.api import TrainingRun
+from torchmagic.api import DISPLAY_MODES, TrainingRun
 from torchmagic.core.interrupt import TrainingStopped
 from torchmagic.ipython.cell_analysis import calls_method, loop_total, names_read
-
-DISPLAY_MODES = ("auto", "widgets", "text", "none")
 
 
 @magics_class
@@ -51,7 +49,12 @@ class TrainMagics(Magics):
         metavar="N",
         help="backward() calls the loop will make, when it cannot be read from the loop (for progress/ETA)",
     )
-    @argument("--display", default="auto", choices=DISPLAY_MODES, help="auto: dashboard in a notebook, a text line elsewhere")
+    @argument(
+        "--display",
+        default="auto",
+        choices=DISPLAY_MODES,
+        help="auto: dashboard in a notebook, a text line elsewhere; stock: dashboard without the lab extension",
+    )
     @argument("--refresh", type=float, default=4.0, metavar="HZ", help="display refreshes per second")
     @cell_magic
     def train(self, line: str, cell: str) -> None:
