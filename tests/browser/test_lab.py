@@ -15,7 +15,7 @@ import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-RUN_TIMEOUT_S = 600
+RUN_TIMEOUT_S = 300
 JS_ERROR_TEXT = "Click to show javascript error"
 
 # Total number of rows in every BokehJS ColumnDataSource on the page.
@@ -32,9 +32,17 @@ JS_BOKEH_ROWS = """() => {
 }"""
 
 # Whether every code cell of the current notebook has run, the kernel is idle, and the errors.
-JS_NOTEBOOK_STATE = """() => {
-  const app = window.jupyterapp;
-  const panel = app.shell.currentWidget;
+JS_FIND_NOTEBOOK = """(path) => {
+  for (const widget of window.jupyterapp.shell.widgets('main')) {
+    if (widget.context && widget.context.path === path && widget.sessionContext) {
+      return widget;
+    }
+  }
+  return null;
+}"""
+
+JS_NOTEBOOK_STATE = """(path) => {
+  const panel = (""" + JS_FIND_NOTEBOOK + """)(path);
   if (!panel || !panel.content || !panel.sessionContext) { return null; }
   const cells = panel.content.widgets.map(cell => cell.model.toJSON());
   const code = cells.filter(cell => cell.cell_type === 'code');
@@ -71,7 +79,7 @@ class PageWatch:
             if message.type == "error"
             else None,
         )
-        page.on("pageerror", lambda error: watch.page_errors.append(str(error)))
+        page.on("pageerror", lambda error: watch.page_errors.append(f"{error}\n{error.stack}"))
 
         def on_websocket(ws) -> None:
             def sent(payload) -> None:
@@ -101,6 +109,20 @@ class PageWatch:
         return sum(b'"jsevent"' in frame for frame in self.frames_sent)
 
 
+# Runs code in the current notebook's kernel and returns what it printed.
+JS_KERNEL_PRINT = """async ([path, code]) => {
+  const panel = (""" + JS_FIND_NOTEBOOK + """)(path);
+  const kernel = panel.sessionContext.session.kernel;
+  const future = kernel.requestExecute({ code, silent: false, store_history: false });
+  let out = '';
+  future.onIOPub = msg => {
+    if (msg.header.msg_type === 'stream') { out += msg.content.text; }
+  };
+  await future.done;
+  return out.trim();
+}"""
+
+
 def _wait_app(page, timeout_s: float = 90) -> None:
     page.wait_for_function(
         "() => window.jupyterapp !== undefined && window.jupyterapp.commands !== undefined",
@@ -110,15 +132,21 @@ def _wait_app(page, timeout_s: float = 90) -> None:
     page.wait_for_selector("#jupyterlab-splash", state="detached", timeout=timeout_s * 1000)
 
 
-def _wait_notebook_ready(page, timeout_s: float = 120) -> None:
+def _wait_notebook_ready(page, path: str, timeout_s: float = 120) -> None:
+    """Waits until the notebook at `path` has an idle kernel, and makes it the current one."""
     page.wait_for_function(
-        """() => {
-          const panel = window.jupyterapp.shell.currentWidget;
-          return Boolean(panel && panel.sessionContext && panel.sessionContext.session &&
+        """(path) => {
+          const panel = (""" + JS_FIND_NOTEBOOK + """)(path);
+          return Boolean(panel && panel.sessionContext.session &&
                          panel.sessionContext.session.kernel &&
                          panel.sessionContext.kernelDisplayStatus === 'idle');
         }""",
+        arg=path,
         timeout=timeout_s * 1000,
+    )
+    page.evaluate(
+        "(path) => window.jupyterapp.shell.activateById((" + JS_FIND_NOTEBOOK + ")(path).id)",
+        path,
     )
 
 
@@ -127,45 +155,79 @@ def _run_all_from_menu(page) -> None:
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
 
 
-def _watch_the_run(page, shots_dir: Path, prefix: str) -> tuple[list[int], set[str], dict]:
-    """Samples the plot while the notebook runs; returns row counts, image hashes, final state."""
-    plot = page.locator(".torchmagic-dashboard .torchmagic-plot canvas").first
-    plot.wait_for(state="visible", timeout=RUN_TIMEOUT_S * 1000)
-    area = page.locator(".torchmagic-dashboard .torchmagic-plot").first
-    rows: list[int] = []
-    hashes: set[str] = set()
+@dataclass
+class RunObservation:
+    rows: list[int] = field(default_factory=list)  # BokehJS rows, sampled while the run goes
+    hashes: set[str] = field(default_factory=set)  # distinct images of the plot area
+    header_seen: bool = False  # the header section had text at some point
+    progress_seen: bool = False  # the progress bar was shown at some point
+    state: dict | None = None  # the notebook at the end
+
+
+def _watch_the_run(page, path: str, shots_dir: Path, prefix: str) -> RunObservation:
+    """Samples the live dashboard while the notebook runs, until every cell has run.
+
+    The dashboard may be replaced by a static snapshot when the run ends, so everything about
+    it is observed while it is there.
+    """
+    seen = RunObservation()
+    dashboard = page.locator(".torchmagic-dashboard").first
+    plot = dashboard.locator(".torchmagic-plot").first
     deadline = time.monotonic() + RUN_TIMEOUT_S
-    state = None
-    first = True
+    live_shot = False
     while time.monotonic() < deadline:
-        count = page.evaluate(JS_BOKEH_ROWS)
-        if count is not None:
-            rows.append(count)
-        image = area.screenshot()
-        if first:
-            (shots_dir / f"{prefix}-plot-early.png").write_bytes(image)
-            first = False
-        hashes.add(hashlib.sha256(image).hexdigest())
-        state = page.evaluate(JS_NOTEBOOK_STATE)
-        if state and state["executed"] and state["status"] == "idle":
+        seen.state = page.evaluate(JS_NOTEBOOK_STATE, path)
+        done = bool(seen.state and seen.state["executed"] and seen.state["status"] == "idle")
+        if seen.state and seen.state["errors"]:
             break
-        time.sleep(0.4)
+        try:
+            if plot.locator("canvas").count() > 0:
+                count = page.evaluate(JS_BOKEH_ROWS)
+                if count is not None:
+                    seen.rows.append(count)
+                image = plot.screenshot(timeout=5000)
+                seen.hashes.add(hashlib.sha256(image).hexdigest())
+                header = dashboard.locator(".torchmagic-section-header").inner_text(timeout=2000)
+                seen.header_seen |= bool(header.strip())
+                progress = dashboard.locator(".torchmagic-progress")
+                seen.progress_seen |= "torchmagic-hidden" not in (
+                    progress.get_attribute("class", timeout=2000) or ""
+                )
+                if not live_shot and len(set(seen.rows)) >= 2:
+                    dashboard.screenshot(path=str(shots_dir / f"{prefix}-dashboard-live.png"))
+                    page.screenshot(path=str(shots_dir / f"{prefix}-page-live.png"))
+                    live_shot = True
+        except Exception:  # the dashboard went away between two calls: sample again
+            pass
+        if done:
+            break
+        time.sleep(0.3)
     else:
-        pytest.fail(f"the notebook did not finish within {RUN_TIMEOUT_S} s: {state}")
-    rows.append(page.evaluate(JS_BOKEH_ROWS))
-    return rows, hashes, state
+        pytest.fail(f"the notebook did not finish within {RUN_TIMEOUT_S} s: {seen.state}")
+    return seen
 
 
-def _check_dashboard(page, watch: PageWatch, rows, hashes, state) -> None:
-    assert state["errors"] == [], f"cells raised: {state['errors']}"
-    distinct_rows = sorted(set(rows))
-    assert len(distinct_rows) >= 3, f"the plot data did not grow while training ran: {rows}"
-    assert len(hashes) >= 2, "the plot canvas never changed while training ran"
-    header = page.locator(".torchmagic-dashboard .torchmagic-section-header").first
-    assert header.inner_text().strip(), "the dashboard header section is empty"
+# Notebook 7.6 raises this by itself as soon as a notebook renders any ipywidget (seen with a
+# plain IntSlider and no torchmagic): its shortcuts settings handler reads a missing schema.
+NOTEBOOK7_KNOWN_ERROR = "Cannot read properties of undefined (reading 'schema')"
+
+
+def _check_dashboard(
+    page, watch: PageWatch, seen: RunObservation, ignore_page_errors: tuple[str, ...] = ()
+) -> None:
+    assert seen.state is not None and seen.state["errors"] == [], f"cells raised: {seen.state}"
+    assert seen.rows, "no bokeh canvas appeared in a torchmagic dashboard"
+    distinct_rows = sorted(set(seen.rows))
+    assert len(distinct_rows) >= 3, f"the plot data did not grow while training ran: {seen.rows}"
+    assert len(seen.hashes) >= 2, "the plot canvas never changed while training ran"
+    assert seen.header_seen, "the dashboard header section stayed empty"
+    assert seen.progress_seen, "the dashboard progress bar never showed"
     assert page.get_by_text(JS_ERROR_TEXT).count() == 0
     assert watch.our_errors() == [], f"console errors: {watch.our_errors()}"
-    assert watch.page_errors == [], f"uncaught page errors: {watch.page_errors}"
+    page_errors = [
+        e for e in watch.page_errors if not any(e.startswith(known) for known in ignore_page_errors)
+    ]
+    assert page_errors == [], f"uncaught page errors: {page_errors}"
     assert watch.bokeh_echoes() == 0, "plot updates were sent back to the kernel"
     assert watch.foreign_requests() == [], f"requests left the machine: {watch.foreign_requests()}"
 
@@ -198,19 +260,29 @@ def test_lab_dashboard(lab_server, browser, artifacts):
         page.screenshot(path=str(artifacts / "lab-sidebar.png"))
 
         # The notebook: run everything and watch the dashboard.
-        page.goto(lab_server.page_url("lab/tree/quickstart.ipynb"))
+        page.goto(lab_server.page_url("lab/tree/quickstart.ipynb?reset"))
         _wait_app(page)
-        _wait_notebook_ready(page)
+        _wait_notebook_ready(page, "quickstart.ipynb")
         _run_all_from_menu(page)
-        rows, hashes, state = _watch_the_run(page, artifacts, "lab")
-        page.locator(".torchmagic-dashboard").first.scroll_into_view_if_needed()
-        page.screenshot(path=str(artifacts / "lab-dashboard.png"))
-        page.locator(".torchmagic-dashboard").first.screenshot(
-            path=str(artifacts / "lab-dashboard-widget.png")
+        seen = _watch_the_run(page, "quickstart.ipynb", artifacts, "lab")
+        page.screenshot(path=str(artifacts / "lab-page-end.png"))
+        _check_dashboard(page, watch, seen)
+
+        # The hello over the comm went both ways: the panel lists the kernel, the kernel got
+        # the extension's version.
+        page.evaluate("window.jupyterapp.commands.execute('torchmagic:show-panel')")
+        kernels = page.locator("#torchmagic-sidebar .torchmagic-panel-kernels")
+        kernels.get_by_text("torchmagic 0.1.0", exact=False).wait_for(timeout=10000)
+        answer = page.evaluate(
+            JS_KERNEL_PRINT,
+            [
+                "quickstart.ipynb",
+                "from torchmagic.display import frontend\n"
+                "print(getattr(frontend, '_state', {}).get('extension'))",
+            ],
         )
-        _check_dashboard(page, watch, rows, hashes, state)
-        # The kernel said hello over the comm and the panel lists it.
-        page.locator('.jp-SideBar .lm-TabBar-tab[data-id="torchmagic-sidebar"]').click()
+        assert answer == "0.1.0", answer
+        page.screenshot(path=str(artifacts / "lab-sidebar-after-run.png"))
     finally:
         context.close()
 
@@ -223,13 +295,42 @@ def test_notebook7_dashboard(notebook_server, browser, artifacts):
         page.goto(notebook_server.page_url("notebooks/quickstart.ipynb"))
         _wait_app(page)
         assert page.evaluate("window.jupyterapp.commands.hasCommand('torchmagic:show-panel')")
-        _wait_notebook_ready(page)
+        _wait_notebook_ready(page, "quickstart.ipynb")
         _run_all_from_menu(page)
-        rows, hashes, state = _watch_the_run(page, artifacts, "notebook7")
-        page.screenshot(path=str(artifacts / "notebook7-dashboard.png"))
-        _check_dashboard(page, watch, rows, hashes, state)
+        seen = _watch_the_run(page, "quickstart.ipynb", artifacts, "notebook7")
+        page.screenshot(path=str(artifacts / "notebook7-page-end.png"))
+        _check_dashboard(page, watch, seen, ignore_page_errors=(NOTEBOOK7_KNOWN_ERROR,))
         page.evaluate("window.jupyterapp.commands.execute('torchmagic:show-panel')")
         page.locator("#torchmagic-sidebar h2").wait_for(state="visible")
         page.screenshot(path=str(artifacts / "notebook7-sidebar.png"))
+    finally:
+        context.close()
+
+
+def test_lab_refresh_contract(lab_server, browser, artifacts):
+    """The message contract on a hand-fed dashboard (tests/browser/standin.ipynb)."""
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    watch = PageWatch.attach(page)
+    try:
+        page.goto(lab_server.page_url("lab/tree/standin.ipynb?reset"))
+        _wait_app(page)
+        _wait_notebook_ready(page, "standin.ipynb")
+        _run_all_from_menu(page)
+        seen = _watch_the_run(page, "standin.ipynb", artifacts, "standin")
+        _check_dashboard(page, watch, seen)
+        dashboards = page.locator(".torchmagic-dashboard")
+        assert dashboards.count() == 2
+        for i in range(2):
+            dashboard = dashboards.nth(i)
+            # Sections and progress come from the model, also in the view that joined late.
+            header = dashboard.locator(".torchmagic-section-header").inner_text()
+            assert "step 200" in header, header
+            assert dashboard.locator(".torchmagic-section-footer").inner_text() == "compacted"
+            assert dashboard.locator(".torchmagic-progress-label").inner_text() == "40/40"
+            assert dashboard.locator(".torchmagic-plot canvas").count() >= 1
+        # 40 streams of 5 rows, then a replace with 50 rows, in each of the two views.
+        page.wait_for_function(f"() => ({JS_BOKEH_ROWS})() === 100", timeout=10000)
+        dashboards.nth(1).screenshot(path=str(artifacts / "standin-second-view.png"))
     finally:
         context.close()

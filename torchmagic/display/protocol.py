@@ -42,7 +42,7 @@ class Progress(TypedDict):
 class RefreshMessage(TypedDict):
     kind: Literal["torchmagic.refresh"]
     sections: dict[str, str]  # section name -> escaped HTML; only the sections that changed
-    progress: Progress | None
+    progress: Progress | None  # None: unchanged since the last message
     streams: list[ColumnBatch]  # appended to the source (ColumnDataSource.stream)
     replace: list[ColumnBatch]  # replace the source's data whole (after history compaction)
 
