@@ -297,3 +297,15 @@ def test_script_api_prints_a_text_line_and_keeps_the_result(tiny_setup, capsys):
     assert "step 8" in out and "completed: 8 steps" in out
     assert torchmagic.last_run() is run.result
     assert "completed: 8 steps" in repr(run.result)
+
+
+def test_forwards_without_backward_keep_no_activations_alive(tiny_setup):
+    from torchmagic.core.monitor import ROOTS_KEPT
+
+    model, opt, x, y = tiny_setup
+    with TrainingMonitor([model], [opt]) as mon:
+        _loop(model, opt, x, y, 2)
+        for _ in range(50):  # a validation loop that forgot torch.no_grad()
+            model(x)
+        assert len(mon._outputs) <= ROOTS_KEPT
+        assert sum(len(o) for o in mon._outputs) <= ROOTS_KEPT * 3

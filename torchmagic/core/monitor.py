@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +35,8 @@ from torchmagic.core.warnings_capture import capture_warnings
 EXPLODING_FACTOR = 100.0  # a global grad norm this many times the recent median is "exploding"
 VANISHING_NORM = 1e-8
 LAYER_HISTORY_LIMIT = 200_000
-OUTPUTS_KEPT = 4096  # leaf outputs kept per micro-batch for locating a non-finite value (CPU)
+OUTPUTS_KEPT = 4096  # leaf outputs kept per root forward, for locating a non-finite value
+ROOTS_KEPT = 4  # root forwards (model, loss, ...) whose outputs are kept until backward()
 HISTOGRAM_SNAPSHOTS = 256
 
 
@@ -65,7 +67,8 @@ class _PendingStep:
     update_ratios: torch.Tensor | None = None
     histograms: torch.Tensor | None = None
     activations: list[tuple[str, torch.Tensor]] = field(default_factory=list)
-    leaf_flags: list[tuple[str, torch.Tensor]] = field(default_factory=list)
+    # per micro-batch: (names of the root input and leaf outputs, device bool vector "finite")
+    finite_checks: list[tuple[list[str], torch.Tensor]] = field(default_factory=list)
 
 
 _ACTIVE: list[TrainingMonitor] = []
@@ -143,14 +146,15 @@ class TrainingMonitor:
         self._update_ratios: torch.Tensor | None = None
         self._activations: list[tuple[str, torch.Tensor]] = []
         self._act_done: set[int] = set()
-        self._leaf_flags: list[tuple[str, torch.Tensor]] = []
-        # CPU: leaf outputs of the current micro-batch, checked only when its loss is non-finite.
-        # Other devices: that check would synchronise, so per-leaf flags are armed after the
-        # first non-finite loss seen at a refresh and name the module at the next forward.
-        self._keep_outputs = True
-        self._outputs: list[tuple[torch.nn.Module, torch.Tensor]] = []
-        self._root_inputs: list[tuple[torch.nn.Module, tuple[Any, ...]]] = []
-        self._localise_leaves = False
+        self._finite_checks: list[tuple[list[str], torch.Tensor]] = []
+        # Leaf outputs of the current micro-batch (references only; autograd keeps most alive
+        # anyway). On CPU they are checked only when the loss is non-finite. On other devices that
+        # check would synchronise, so one fused norm over them yields a "finite" vector that waits
+        # on the device and is read at the refresh, next to the loss it explains.
+        # Bounded to the last few root forwards, so a loop that runs forwards without backward()
+        # under autograd (validation without no_grad) does not keep activations alive.
+        self._outputs: deque[list[tuple[torch.nn.Module, torch.Tensor]]] = deque(maxlen=ROOTS_KEPT)
+        self._root_inputs: deque[tuple[torch.nn.Module, tuple[Any, ...]]] = deque(maxlen=ROOTS_KEPT)
         self._root_sigs: dict[int, Any] = {}
         self._tracing = False
         self._grad_forward = False
@@ -290,8 +294,8 @@ class TrainingMonitor:
         if value.device.type == "cpu":
             if not math.isfinite(float(value)) and not self.alerts.has("nonfinite"):
                 self._locate_nonfinite(self.step + 1)
-        else:
-            self._keep_outputs = False
+        elif not self.alerts.has("nonfinite"):
+            self._queue_finite_check()
         self._outputs.clear()
         self._root_inputs.clear()
         self._loss_acc = value if self._loss_acc is None else self._loss_acc + value
@@ -389,7 +393,7 @@ class TrainingMonitor:
             update_ratios=self._update_ratios,
             histograms=self._hist,
             activations=self._activations,
-            leaf_flags=self._leaf_flags,
+            finite_checks=self._finite_checks,
         )
         self._pending.append(rec)
         self._last_step_t = now
@@ -403,7 +407,7 @@ class TrainingMonitor:
         self._hist = None
         self._activations = []
         self._act_done = set()
-        self._leaf_flags = []
+        self._finite_checks = []
         if now - self._last_refresh >= self.refresh_interval:
             self._refresh(now)
 
@@ -436,8 +440,8 @@ class TrainingMonitor:
                 if bs:
                     self._samples += bs
                     self._batch_counted = True
-            if self._keep_outputs:
-                self._root_inputs.append((module, args))
+            self._root_inputs.append((module, args))
+            self._outputs.append([])
         now = time.perf_counter()
         if now - self._last_refresh >= 4 * self.refresh_interval:
             self._refresh(now)  # a long step: keep the display (memory, elapsed) alive
@@ -451,11 +455,8 @@ class TrainingMonitor:
         out = output if isinstance(output, torch.Tensor) else shapes.first_tensor(output)
         if out is None or not (out.is_floating_point() or out.is_complex()):
             return
-        if self._keep_outputs:
-            if len(self._outputs) < OUTPUTS_KEPT:
-                self._outputs.append((module, out))
-        elif self._localise_leaves:
-            self._leaf_flags.append((self._layer_name(module), torch.isfinite(out.detach()).all()))
+        if self._outputs and len(self._outputs[-1]) < OUTPUTS_KEPT:
+            self._outputs[-1].append((module, out))
         if self._stats_step and id(module) not in self._act_done:
             self._act_done.add(id(module))
             self._activations.append((self._layer_name(module), devicestats.activation_summary(out)))
@@ -477,10 +478,32 @@ class TrainingMonitor:
             self._layer_sigs[key] = sig
             info.input, info.output = shapes.format_signature(sig[0]), shapes.format_signature(sig[1])
 
+    def _queue_finite_check(self) -> None:
+        """One fused norm over the micro-batch's input and leaf outputs, left on the device."""
+        names: list[str] = []
+        tensors: list[torch.Tensor] = []
+        for root, args in list(self._root_inputs)[:1]:
+            for t in shapes.tensors_in(args):
+                if t.is_floating_point():
+                    names.append(f"<input of {self._layer_name(root) or 'the model'}>")
+                    tensors.append(t.detach())
+        for module, t in (item for outputs in self._outputs for item in outputs):
+            names.append(self._layer_name(module))
+            tensors.append(t.detach())
+        if not tensors:
+            return
+        with torch.no_grad():
+            norms = torch._foreach_norm(tensors)
+            device = norms[0].device
+            finite = torch.stack([n.float().to(device, non_blocking=True) for n in norms]).isfinite()
+        self._finite_checks.append((names, finite))
+
     def _locate_nonfinite(self, step: int) -> None:
         """On CPU: the loss of this micro-batch is non-finite; name the first module that went so."""
-        outputs, self._outputs = self._outputs, []
-        inputs, self._root_inputs = self._root_inputs, []
+        outputs = [item for per_root in self._outputs for item in per_root]
+        inputs = list(self._root_inputs)
+        self._outputs.clear()
+        self._root_inputs.clear()
         for root, args in inputs[:1]:
             tensors = [t for t in shapes.tensors_in(args) if t.is_floating_point() or t.is_complex()]
             if tensors and not bool(devicestats.all_finite(tensors)):
@@ -567,14 +590,14 @@ class TrainingMonitor:
                 want(i, "metric", value, name)
             for name, value in rec.activations:
                 want(i, "activation", value, name)
-            for name, value in rec.leaf_flags:
-                want(i, "leaf_flag", value, name)
+            for names, flags in rec.finite_checks:
+                want(i, "finite_check", flags, names)
             for j, lr in enumerate(rec.lrs):
                 want(i, "lr", lr, j)
         host = devicestats.to_host(tensors)
         values: list[dict[str, Any]] = [{} for _ in pending]
         for (i, kind, extra), v in zip(slots, host):
-            if kind in ("metric", "activation", "leaf_flag", "lr"):
+            if kind in ("metric", "activation", "finite_check", "lr"):
                 values[i].setdefault(kind, []).append((extra, v))
             else:
                 values[i][kind] = v
@@ -627,18 +650,17 @@ class TrainingMonitor:
         self._record_layers(rec, got)
 
     def _check_values(self, step: int, loss: float | None, gn: float | None, got: dict[str, Any]) -> None:
-        bad_leaf = next((name for name, v in got.get("leaf_flag", []) if not v[0]), None)
-        if bad_leaf is not None and self._localise_leaves:
-            self._localise_leaves = False
-            first = next((a for a in self.alerts.alerts if a.kind == "nonfinite" and a.module is None), None)
-            if first is not None:  # name the module behind the alert raised at the refresh before
-                first.module = bad_leaf
-                first.message += f"; first non-finite module output: {bad_leaf} (at step {step})"
-            else:
-                self._alert_nonfinite("activation", bad_leaf, step)
+        if not self.alerts.has("nonfinite"):
+            for names, flags in got.get("finite_check", []):
+                bad = next((name for name, ok in zip(names, flags) if not ok), None)
+                if bad is None:
+                    continue
+                if bad.startswith("<input of "):
+                    self._alert_nonfinite("input", bad[10:-1], step, note=f"the {bad[1:-1]} is already non-finite")
+                else:
+                    self._alert_nonfinite("activation", bad, step)
+                break
         if loss is not None and not math.isfinite(loss):
-            if not self._keep_outputs and not self.alerts.has("nonfinite"):
-                self._localise_leaves = True
             self._alert_nonfinite("loss", None, step)
         if gn is not None:
             if not math.isfinite(gn):
