@@ -7,6 +7,9 @@ so the user's RNG streams are untouched.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 
 HIST_BINS = 28
@@ -41,18 +44,6 @@ def grad_norms(grads: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def total_norm(norms: list[torch.Tensor]) -> torch.Tensor | None:
-    """Global L2 norm from per-tensor norms, on the first tensor's device."""
-    if not norms:
-        return None
-    first = norms[0]
-    if all(n.device == first.device and n.dtype == first.dtype for n in norms):
-        return torch.linalg.vector_norm(torch.stack(norms).float())
-    stacked = torch.stack([n.float().to(first.device, non_blocking=True) for n in norms])
-    return torch.linalg.vector_norm(stacked)
-
-
-@torch.no_grad()
 def log_magnitude_histogram(t: torch.Tensor) -> torch.Tensor:
     """Counts of log10|x| over a bounded strided sample, in HIST_BINS fixed bins."""
     lo, hi = HIST_LOG10_RANGE
@@ -62,19 +53,37 @@ def log_magnitude_histogram(t: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def activation_summary(t: torch.Tensor) -> torch.Tensor:
-    """[mean, std, fraction of zeros, fraction non-finite] of a bounded strided sample.
+def activation_summaries(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """[n, 4]: mean, std, fraction of zeros and fraction non-finite of each tensor's strided sample.
 
-    Mean and std turn NaN when the sample holds non-finite values; the last entry says so.
+    Samples of equal length, device and dtype are stacked and reduced together, so the cost is a
+    handful of ops per group rather than per tensor. Mean and std turn NaN when a sample holds
+    non-finite values; the last column says so.
     """
-    sample = _float(strided_sample(t, ACTIVATION_SAMPLE))
-    if sample.numel() == 0:
-        return torch.full((4,), float("nan"), device=sample.device)
-    std, mean = torch.std_mean(sample, correction=0)
-    n = sample.numel()
-    zeros = (sample == 0).sum() / n
-    nonfinite = 1.0 - torch.isfinite(sample).sum() / n
-    return torch.stack([mean.float(), std.float(), zeros.float(), nonfinite.float()])
+    samples = [_equal_sample(t, ACTIVATION_SAMPLE) for t in tensors]
+    device = tensors[0].device
+    out = torch.empty((len(tensors), 4), dtype=torch.float32, device=device)
+    groups: dict[tuple[int, torch.device, torch.dtype], list[int]] = {}
+    for i, s in enumerate(samples):
+        groups.setdefault((s.numel(), s.device, s.dtype), []).append(i)
+    for (n, _, _), idx in groups.items():
+        if n == 0:
+            out[idx] = float("nan")
+            continue
+        m = _float(torch.stack([samples[i] for i in idx]))
+        std, mean = torch.std_mean(m, dim=1, correction=0)
+        zeros = (m == 0).sum(dim=1) / n
+        nonfinite = 1.0 - torch.isfinite(m).sum(dim=1) / n
+        stats = torch.stack([mean.float(), std.float(), zeros.float(), nonfinite.float()], dim=1)
+        out[idx] = stats.to(device, non_blocking=True)
+    return out
+
+
+def _equal_sample(t: torch.Tensor, limit: int) -> torch.Tensor:
+    """Exactly ``limit`` strided elements when the tensor has that many (so samples stack)."""
+    flat = t.detach().reshape(-1)
+    n = flat.numel()
+    return flat if n <= limit else flat[:: n // limit][:limit]
 
 
 @torch.no_grad()
@@ -91,19 +100,44 @@ def _host_dtype(device: torch.device) -> torch.dtype:
 
 
 @torch.no_grad()
-def to_host(tensors: list[torch.Tensor]) -> list[list[float]]:
-    """Move many small device tensors to Python floats: one transfer per device."""
-    out: list[list[float]] = [[] for _ in tensors]
-    by_device: dict[torch.device, list[int]] = {}
-    for i, t in enumerate(tensors):
-        by_device.setdefault(t.device, []).append(i)
-    for device, idx in by_device.items():
+def to_host(items: list[torch.Tensor | list[torch.Tensor]]) -> list[list[float]]:
+    """Move many small device tensors to Python floats: one transfer per device.
+
+    An item is a tensor (flattened) or a list of 0-d tensors, such as ``_foreach_norm`` returns;
+    those are stacked per device and dtype, so a refresh costs a few ops however many steps and
+    parameters it carries.
+    """
+    out: list[list[float]] = [[] for _ in items]
+    scalars: dict[tuple[torch.device, torch.dtype], list[tuple[int, int, torch.Tensor]]] = {}
+    tensors: dict[torch.device, list[tuple[int, torch.Tensor]]] = {}
+    for i, item in enumerate(items):
+        if isinstance(item, torch.Tensor):
+            tensors.setdefault(item.device, []).append((i, item))
+            continue
+        out[i] = [math.nan] * len(item)
+        for j, t in enumerate(item):
+            t = t if t.dim() == 0 else t.reshape(-1)[0]
+            scalars.setdefault((t.device, t.dtype), []).append((i, j, t))
+    for device in {d for d, _ in scalars} | set(tensors):
         dtype = _host_dtype(device)
-        flat = [tensors[i].detach().reshape(-1).to(dtype) for i in idx]
-        host = torch.cat(flat).cpu().tolist() if flat else []
+        parts: list[torch.Tensor] = []
+        places: list[tuple[str, Any, int]] = []
+        for (d, _), group in scalars.items():
+            if d == device:
+                parts.append(torch.stack([t.detach() for _, _, t in group]).to(dtype))
+                places.append(("scalars", group, len(group)))
+        for i, t in tensors.get(device, []):
+            flat = t.detach().reshape(-1).to(dtype)
+            parts.append(flat)
+            places.append(("tensor", i, flat.numel()))
+        host = torch.cat(parts).cpu().tolist() if parts else []
         pos = 0
-        for i, f in zip(idx, flat):
-            n = f.numel()
-            out[i] = host[pos : pos + n]
+        for kind, where, n in places:
+            values = host[pos : pos + n]
             pos += n
+            if kind == "tensor":
+                out[where] = values
+            else:
+                for (i, j, _), v in zip(where, values):
+                    out[i][j] = v
     return out

@@ -44,3 +44,14 @@ def rate(per_second: float | None, unit: str = "samples") -> str:
     if per_second >= 1e4:
         return f"{per_second / 1e3:.1f}k {unit}/s"
     return f"{per_second:.0f} {unit}/s" if per_second >= 10 else f"{per_second:.2f} {unit}/s"
+
+
+def micros(us: float | None) -> str:
+    """A short duration given in microseconds: "850 us", "12.3 ms", "4.56 s"."""
+    if us is None or not math.isfinite(us):
+        return "?"
+    if abs(us) < 1000:
+        return f"{us:.0f} us" if abs(us) >= 10 else f"{us:.2f} us"
+    if abs(us) < 1e6:
+        return f"{us / 1e3:.3g} ms" if abs(us) < 1e5 else f"{us / 1e3:.0f} ms"
+    return f"{us / 1e6:.3g} s"

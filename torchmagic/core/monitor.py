@@ -60,15 +60,16 @@ class _PendingStep:
     samples: int
     lrs: list[Any]
     loss: torch.Tensor | None
-    grad_norm: torch.Tensor | None
     metrics: dict[str, Any]
-    param_names: list[str] = field(default_factory=list)
-    param_norms: torch.Tensor | None = None
-    update_ratios: torch.Tensor | None = None
+    # per-parameter gradient norms as returned by one fused call (0-d device tensors), with the
+    # parameters they belong to; the global norm is computed from them on the host
+    grad_params: list[torch.Tensor] = field(default_factory=list)
+    grad_norms: list[torch.Tensor] = field(default_factory=list)
+    update_ratios: tuple[list[str], torch.Tensor] | None = None
     histograms: torch.Tensor | None = None
-    activations: list[tuple[str, torch.Tensor]] = field(default_factory=list)
+    activations: list[tuple[list[str], torch.Tensor]] = field(default_factory=list)
     # per micro-batch: (names of the root input and leaf outputs, device bool vector "finite")
-    finite_checks: list[tuple[list[str], torch.Tensor]] = field(default_factory=list)
+    finite_checks: list[tuple[list[str], list[torch.Tensor]]] = field(default_factory=list)
 
 
 _ACTIVE: list[TrainingMonitor] = []
@@ -139,14 +140,13 @@ class TrainingMonitor:
         self._batch_counted = False
         self._depth = 0
         self._metrics: dict[str, Any] = {}
-        self._gn: torch.Tensor | None = None
-        self._param_norms: tuple[list[str], torch.Tensor] | None = None
+        self._grad_params: list[torch.Tensor] = []
+        self._grad_norms: list[torch.Tensor] = []
         self._hist: torch.Tensor | None = None
         self._update_ref: tuple[list[str], list[torch.Tensor]] | None = None
-        self._update_ratios: torch.Tensor | None = None
-        self._activations: list[tuple[str, torch.Tensor]] = []
-        self._act_done: set[int] = set()
-        self._finite_checks: list[tuple[list[str], torch.Tensor]] = []
+        self._update_ratios: tuple[list[str], torch.Tensor] | None = None
+        self._activations: list[tuple[list[str], torch.Tensor]] = []  # (leaf names, [n, 4] statistics)
+        self._finite_checks: list[tuple[list[str], list[torch.Tensor]]] = []
         # Leaf outputs of the current micro-batch (references only; autograd keeps most alive
         # anyway). On CPU they are checked only when the loss is non-finite. On other devices that
         # check would synchronise, so one fused norm over them yields a "finite" vector that waits
@@ -291,6 +291,8 @@ class TrainingMonitor:
             value = value.reshape(())
         if value.dtype not in (torch.float32, torch.float64):
             value = value.float()
+        if self._stats_step and not self._activations:
+            self._summarise_activations()
         if value.device.type == "cpu":
             if not math.isfinite(float(value)) and not self.alerts.has("nonfinite"):
                 self._locate_nonfinite(self.step + 1)
@@ -329,9 +331,8 @@ class TrainingMonitor:
                     delta = devicestats.grad_norms(list(torch._foreach_sub(after, before)))
                     weight = devicestats.grad_norms([p.detach() for p in after])
                     if delta:
-                        self._update_ratios = torch.stack([d.float() for d in delta]) / (
-                            torch.stack([w.float() for w in weight]) + 1e-12
-                        )
+                        ratios = torch.stack([d.float() for d in delta]) / (torch.stack([w.float() for w in weight]) + 1e-12)
+                        self._update_ratios = (names, ratios)
             self._update_ref = None
         lrs = [g.get("lr") for g in optimizer.param_groups]
         if self._micro == 0 and self._last_event == "optimizer":
@@ -345,8 +346,8 @@ class TrainingMonitor:
         self._loss_acc = None
         self._micro = 0
         self._samples = 0
-        self._gn = None
-        self._param_norms = None
+        self._grad_params = []
+        self._grad_norms = []
         self._hist = None
         self._update_ref = None
 
@@ -355,17 +356,14 @@ class TrainingMonitor:
         if not dense:
             return
         norms = devicestats.grad_norms([p.grad for p in dense])  # type: ignore[misc]
-        gn = devicestats.total_norm(norms)
-        if gn is not None:
-            self._gn = gn if self._gn is None else torch.sqrt(self._gn**2 + gn.to(self._gn.device) ** 2)
-        if self.schedule(self.step + 1):
+        if not self._opt_mode:
+            self._grad_params, self._grad_norms = dense, norms  # backward-only steps: the latest gradients
+        else:
+            self._grad_params += dense  # a second optimizer's parameters join the step
+            self._grad_norms += norms
+        if self.histograms and self.schedule(self.step + 1):
             device = norms[0].device
-            self._param_norms = (self._names_of(dense), torch.stack([n.float().to(device) for n in norms]))
-            if self.histograms:
-                self._hist = torch.stack([devicestats.log_magnitude_histogram(p.grad).to(device) for p in dense])  # type: ignore[arg-type]
-        if norms and norms[0].device.type == "cpu" and gn is not None and not math.isfinite(float(gn)):
-            first = next((n for n, v in zip(self._names_of(dense), norms) if not math.isfinite(float(v))), None)
-            self._alert_nonfinite("gradient", first, self.step + 1)
+            self._hist = torch.stack([devicestats.log_magnitude_histogram(p.grad).to(device) for p in dense])  # type: ignore[arg-type]
 
     def _names_of(self, params: list[torch.Tensor]) -> list[str]:
         missing = [p for p in params if id(p) not in self._param_names]
@@ -378,7 +376,6 @@ class TrainingMonitor:
         now = time.perf_counter()
         if lrs is not None:
             self._last_lrs = lrs
-        names, norms = self._param_norms if self._param_norms is not None else ([], None)
         rec = _PendingStep(
             step=self.step,
             time=now - self._t0,
@@ -386,10 +383,9 @@ class TrainingMonitor:
             samples=self._samples,
             lrs=list(self._last_lrs),
             loss=self._loss_acc,
-            grad_norm=self._gn,
             metrics=self._metrics,
-            param_names=names,
-            param_norms=norms,
+            grad_params=self._grad_params,
+            grad_norms=self._grad_norms,
             update_ratios=self._update_ratios,
             histograms=self._hist,
             activations=self._activations,
@@ -400,13 +396,12 @@ class TrainingMonitor:
         self._micro = 0
         self._samples = 0
         self._loss_acc = None
-        self._gn = None
+        self._grad_params = []
+        self._grad_norms = []
         self._metrics = {}
-        self._param_norms = None
         self._update_ratios = None
         self._hist = None
         self._activations = []
-        self._act_done = set()
         self._finite_checks = []
         if now - self._last_refresh >= self.refresh_interval:
             self._refresh(now)
@@ -457,9 +452,6 @@ class TrainingMonitor:
             return
         if self._outputs and len(self._outputs[-1]) < OUTPUTS_KEPT:
             self._outputs[-1].append((module, out))
-        if self._stats_step and id(module) not in self._act_done:
-            self._act_done.add(id(module))
-            self._activations.append((self._layer_name(module), devicestats.activation_summary(out)))
 
     def _layer_name(self, module: torch.nn.Module) -> str:
         name = self.names.name(module)
@@ -478,6 +470,19 @@ class TrainingMonitor:
             self._layer_sigs[key] = sig
             info.input, info.output = shapes.format_signature(sig[0]), shapes.format_signature(sig[1])
 
+    def _summarise_activations(self) -> None:
+        """Scheduled step: statistics of every leaf's output of this micro-batch, in a few fused ops."""
+        seen: set[int] = set()
+        names: list[str] = []
+        tensors: list[torch.Tensor] = []
+        for module, t in (item for outputs in self._outputs for item in outputs):
+            if id(module) not in seen:  # a module called many times (an RNN cell): its first call
+                seen.add(id(module))
+                names.append(self._layer_name(module))
+                tensors.append(t)
+        if tensors:
+            self._activations.append((names, devicestats.activation_summaries(tensors)))
+
     def _queue_finite_check(self) -> None:
         """One fused norm over the micro-batch's input and leaf outputs, left on the device."""
         names: list[str] = []
@@ -493,10 +498,8 @@ class TrainingMonitor:
         if not tensors:
             return
         with torch.no_grad():
-            norms = torch._foreach_norm(tensors)
-            device = norms[0].device
-            finite = torch.stack([n.float().to(device, non_blocking=True) for n in norms]).isfinite()
-        self._finite_checks.append((names, finite))
+            norms = torch._foreach_norm(tensors)  # non-finite exactly where a tensor holds NaN/Inf
+        self._finite_checks.append((names, list(norms)))
 
     def _locate_nonfinite(self, step: int) -> None:
         """On CPU: the loss of this micro-batch is non-finite; name the first module that went so."""
@@ -576,20 +579,20 @@ class TrainingMonitor:
         slots: list[tuple[int, str, Any]] = []
 
         def want(i: int, kind: str, t: Any, extra: Any = None) -> None:
-            if isinstance(t, torch.Tensor):
+            if isinstance(t, (torch.Tensor, list)):
                 slots.append((i, kind, extra))
                 tensors.append(t)
 
         for i, rec in enumerate(pending):
             want(i, "loss", rec.loss)
-            want(i, "grad_norm", rec.grad_norm)
-            want(i, "param_norms", rec.param_norms)
-            want(i, "update_ratios", rec.update_ratios)
+            if rec.grad_norms:
+                want(i, "grad_norms", rec.grad_norms)
+            want(i, "update_ratios", rec.update_ratios[1] if rec.update_ratios is not None else None)
             want(i, "histograms", rec.histograms)
             for name, value in rec.metrics.items():
                 want(i, "metric", value, name)
-            for name, value in rec.activations:
-                want(i, "activation", value, name)
+            for names, stats in rec.activations:
+                want(i, "activation", stats, names)
             for names, flags in rec.finite_checks:
                 want(i, "finite_check", flags, names)
             for j, lr in enumerate(rec.lrs):
@@ -620,7 +623,8 @@ class TrainingMonitor:
         cols = self.result.columns
         n = len(cols.get("step", []))
         loss = got["loss"][0] if "loss" in got else None
-        gn = got["grad_norm"][0] if "grad_norm" in got else None
+        norms = got.get("grad_norms", [])
+        gn = math.sqrt(math.fsum(v * v for v in norms)) if norms else None
         lrs: list[float | None] = [float(lr) if isinstance(lr, (int, float)) else None for lr in rec.lrs]
         for j, v in got.get("lr", []):
             lrs[j] = v[0]
@@ -646,13 +650,14 @@ class TrainingMonitor:
         for column in cols.values():
             if len(column) < n + 1:
                 column.append(None)
-        self._check_values(rec.step, loss, gn, got)
+        self._check_values(rec, loss, gn, got)
         self._record_layers(rec, got)
 
-    def _check_values(self, step: int, loss: float | None, gn: float | None, got: dict[str, Any]) -> None:
+    def _check_values(self, rec: _PendingStep, loss: float | None, gn: float | None, got: dict[str, Any]) -> None:
+        step = rec.step
         if not self.alerts.has("nonfinite"):
             for names, flags in got.get("finite_check", []):
-                bad = next((name for name, ok in zip(names, flags) if not ok), None)
+                bad = next((name for name, norm in zip(names, flags) if not math.isfinite(norm)), None)
                 if bad is None:
                     continue
                 if bad.startswith("<input of "):
@@ -664,7 +669,9 @@ class TrainingMonitor:
             self._alert_nonfinite("loss", None, step)
         if gn is not None:
             if not math.isfinite(gn):
-                self._alert_nonfinite("gradient", None, step)
+                bad = next((i for i, v in enumerate(got.get("grad_norms", [])) if not math.isfinite(v)), None)
+                name = self._names_of(rec.grad_params)[bad] if bad is not None else None
+                self._alert_nonfinite("gradient", name, step, note=f"non-finite gradient of {name}" if name else None)
             else:
                 recent = self._grad_history[-50:]
                 if len(recent) >= 10:
@@ -685,9 +692,10 @@ class TrainingMonitor:
     def _record_layers(self, rec: _PendingStep, got: dict[str, Any]) -> None:
         by_name = {info.name: info for info in self._layers.values()}
         rows = self.result.layer_rows
-        if "param_norms" in got:
+        param_names = self._names_of(rec.grad_params) if self.schedule(rec.step) or "histograms" in got else []
+        if "grad_norms" in got and self.schedule(rec.step):
             per_layer: dict[str, float] = {}
-            for pname, norm in zip(rec.param_names, got["param_norms"]):
+            for pname, norm in zip(param_names, got["grad_norms"]):
                 layer = pname.rsplit(".", 1)[0] if "." in pname else ""
                 per_layer[layer] = per_layer.get(layer, 0.0) + norm * norm
             for layer, sq in per_layer.items():
@@ -695,12 +703,16 @@ class TrainingMonitor:
                 if layer in by_name:
                     by_name[layer].grad_norm = value
                 rows.append((rec.step, layer, "grad_norm", value))
-            for pname, ratio in zip(rec.param_names, got.get("update_ratios", [])):
+        if rec.update_ratios is not None:
+            for pname, ratio in zip(rec.update_ratios[0], got.get("update_ratios", [])):
                 layer = pname.rsplit(".", 1)[0] if "." in pname else ""
                 if layer in by_name:
                     by_name[layer].update_ratio = ratio
                 rows.append((rec.step, pname, "update_ratio", ratio))
-        for name, (mean, std, zeros, _nonfinite) in got.get("activation", []):
+        activations = [
+            (name, values[4 * k : 4 * k + 4]) for names, values in got.get("activation", []) for k, name in enumerate(names)
+        ]
+        for name, (mean, std, zeros, _nonfinite) in activations:
             if name in by_name:
                 info = by_name[name]
                 info.act_mean, info.act_std, info.act_zeros = mean, std, zeros
@@ -715,7 +727,7 @@ class TrainingMonitor:
             if not h:
                 h.update(
                     steps=[],
-                    names=list(rec.param_names),
+                    names=list(param_names),
                     counts=[],
                     edges=[
                         devicestats.HIST_LOG10_RANGE[0]
@@ -723,7 +735,7 @@ class TrainingMonitor:
                         for i in range(devicestats.HIST_BINS + 1)
                     ],
                 )
-            if list(rec.param_names) == h["names"]:
+            if list(param_names) == h["names"]:
                 bins = devicestats.HIST_BINS
                 flat = got["histograms"]
                 h["steps"].append(rec.step)
