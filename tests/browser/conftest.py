@@ -108,9 +108,7 @@ def _start_server(app: str, tmp: Path) -> JupyterServer:
     if app == "lab":
         # Keep the page quiet: no news toast, no update check. (Notebook 7 has no schema for
         # these settings and raises on them.)
-        (settings / "notification.jupyterlab-settings").write_text(
-            json.dumps({"fetchNews": "false", "checkForUpdates": False})
-        )
+        (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
     port = _free_port()
     env = dict(os.environ)
     env.update(
@@ -136,9 +134,7 @@ def _start_server(app: str, tmp: Path) -> JupyterServer:
     if app == "notebook":
         command[-1] = "--JupyterNotebookApp.expose_app_in_browser=True"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        process = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     server = JupyterServer(app, f"http://127.0.0.1:{port}/", TOKEN, root, process, log_path)
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while True:
@@ -206,9 +202,7 @@ def browser() -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
 

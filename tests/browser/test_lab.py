@@ -41,8 +41,11 @@ JS_FIND_NOTEBOOK = """(path) => {
   return null;
 }"""
 
-JS_NOTEBOOK_STATE = """(path) => {
-  const panel = (""" + JS_FIND_NOTEBOOK + """)(path);
+JS_NOTEBOOK_STATE = (
+    """(path) => {
+  const panel = ("""
+    + JS_FIND_NOTEBOOK
+    + """)(path);
   if (!panel || !panel.content || !panel.sessionContext) { return null; }
   const cells = panel.content.widgets.map(cell => cell.model.toJSON());
   const code = cells.filter(cell => cell.cell_type === 'code');
@@ -58,6 +61,7 @@ JS_NOTEBOOK_STATE = """(path) => {
     errors,
   };
 }"""
+)
 
 
 @dataclass
@@ -75,9 +79,7 @@ class PageWatch:
         page.on("request", lambda request: watch.requests.append(request.url))
         page.on(
             "console",
-            lambda message: watch.console_errors.append(message.text)
-            if message.type == "error"
-            else None,
+            lambda message: watch.console_errors.append(message.text) if message.type == "error" else None,
         )
         page.on("pageerror", lambda error: watch.page_errors.append(f"{error}\n{error.stack}"))
 
@@ -110,8 +112,11 @@ class PageWatch:
 
 
 # Runs code in the current notebook's kernel and returns what it printed.
-JS_KERNEL_PRINT = """async ([path, code]) => {
-  const panel = (""" + JS_FIND_NOTEBOOK + """)(path);
+JS_KERNEL_PRINT = (
+    """async ([path, code]) => {
+  const panel = ("""
+    + JS_FIND_NOTEBOOK
+    + """)(path);
   const kernel = panel.sessionContext.session.kernel;
   const future = kernel.requestExecute({ code, silent: false, store_history: false });
   let out = '';
@@ -121,6 +126,7 @@ JS_KERNEL_PRINT = """async ([path, code]) => {
   await future.done;
   return out.trim();
 }"""
+)
 
 
 def _wait_app(page, timeout_s: float = 90) -> None:
@@ -136,7 +142,9 @@ def _wait_notebook_ready(page, path: str, timeout_s: float = 120) -> None:
     """Waits until the notebook at `path` has an idle kernel, and makes it the current one."""
     page.wait_for_function(
         """(path) => {
-          const panel = (""" + JS_FIND_NOTEBOOK + """)(path);
+          const panel = ("""
+        + JS_FIND_NOTEBOOK
+        + """)(path);
           return Boolean(panel && panel.sessionContext.session &&
                          panel.sessionContext.session.kernel &&
                          panel.sessionContext.kernelDisplayStatus === 'idle');
@@ -190,9 +198,7 @@ def _watch_the_run(page, path: str, shots_dir: Path, prefix: str) -> RunObservat
                 header = dashboard.locator(".torchmagic-section-header").inner_text(timeout=2000)
                 seen.header_seen |= bool(header.strip())
                 progress = dashboard.locator(".torchmagic-progress")
-                seen.progress_seen |= "torchmagic-hidden" not in (
-                    progress.get_attribute("class", timeout=2000) or ""
-                )
+                seen.progress_seen |= "torchmagic-hidden" not in (progress.get_attribute("class", timeout=2000) or "")
                 if not live_shot and len(set(seen.rows)) >= 2:
                     dashboard.screenshot(path=str(shots_dir / f"{prefix}-dashboard-live.png"))
                     page.screenshot(path=str(shots_dir / f"{prefix}-page-live.png"))
@@ -212,9 +218,7 @@ def _watch_the_run(page, path: str, shots_dir: Path, prefix: str) -> RunObservat
 NOTEBOOK7_KNOWN_ERROR = "Cannot read properties of undefined (reading 'schema')"
 
 
-def _check_dashboard(
-    page, watch: PageWatch, seen: RunObservation, ignore_page_errors: tuple[str, ...] = ()
-) -> None:
+def _check_dashboard(page, watch: PageWatch, seen: RunObservation, ignore_page_errors: tuple[str, ...] = ()) -> None:
     assert seen.state is not None and seen.state["errors"] == [], f"cells raised: {seen.state}"
     assert seen.rows, "no bokeh canvas appeared in a torchmagic dashboard"
     distinct_rows = sorted(set(seen.rows))
@@ -224,9 +228,7 @@ def _check_dashboard(
     assert seen.progress_seen, "the dashboard progress bar never showed"
     assert page.get_by_text(JS_ERROR_TEXT).count() == 0
     assert watch.our_errors() == [], f"console errors: {watch.our_errors()}"
-    page_errors = [
-        e for e in watch.page_errors if not any(e.startswith(known) for known in ignore_page_errors)
-    ]
+    page_errors = [e for e in watch.page_errors if not any(e.startswith(known) for known in ignore_page_errors)]
     assert page_errors == [], f"uncaught page errors: {page_errors}"
     assert watch.bokeh_echoes() == 0, "plot updates were sent back to the kernel"
     assert watch.foreign_requests() == [], f"requests left the machine: {watch.foreign_requests()}"
@@ -253,8 +255,7 @@ def test_lab_dashboard(lab_server, browser, artifacts):
         assert panel.locator("h2").inner_text() == "torchmagic"
         bokeh_line = panel.locator(".torchmagic-panel-bokeh")
         page.wait_for_function(
-            "() => !document.querySelector('#torchmagic-sidebar .torchmagic-panel-bokeh')"
-            ".textContent.includes('loading')"
+            "() => !document.querySelector('#torchmagic-sidebar .torchmagic-panel-bokeh').textContent.includes('loading')"
         )
         assert "served by Jupyter" in bokeh_line.inner_text(), bokeh_line.inner_text()
         page.screenshot(path=str(artifacts / "lab-sidebar.png"))
@@ -277,8 +278,7 @@ def test_lab_dashboard(lab_server, browser, artifacts):
             JS_KERNEL_PRINT,
             [
                 "quickstart.ipynb",
-                "from torchmagic.display import frontend\n"
-                "print(getattr(frontend, '_state', {}).get('extension'))",
+                "from torchmagic.display import frontend\nprint(getattr(frontend, '_state', {}).get('extension'))",
             ],
         )
         assert answer == "0.1.0", answer

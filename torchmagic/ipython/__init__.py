@@ -8,12 +8,15 @@ from typing import Any
 def load(ipython: Any) -> None:
     from torchmagic.display import frontend
     from torchmagic.ipython.inspect_magic import InspectMagics
+    from torchmagic.ipython.profile_magic import ProfileMagics
     from torchmagic.ipython.train_magic import TrainMagics
 
     ipython.register_magics(TrainMagics)
     ipython.register_magics(InspectMagics)
+    ipython.register_magics(ProfileMagics)
     _register_result_formatter(ipython)
     _register_inspect_formatter(ipython)
+    _register_profile_formatter(ipython)
     frontend.open_hello_comm()
 
 
@@ -21,12 +24,13 @@ def unload(ipython: Any) -> None:
     from torchmagic.display import frontend
 
     magics = ipython.magics_manager.magics
-    for kind, names in (("cell", ("train", "tensor_inspect")), ("line", ("tensor_inspect",))):
+    for kind, names in (("cell", ("train", "tensor_inspect", "profile")), ("line", ("tensor_inspect", "profile"))):
         for name in names:
             magics[kind].pop(name, None)
     registry = ipython.magics_manager.registry
     registry.pop("TrainMagics", None)
     registry.pop("InspectMagics", None)
+    registry.pop("ProfileMagics", None)
     frontend.close_hello_comm()
 
 
@@ -58,3 +62,21 @@ def _register_inspect_formatter(ipython: Any) -> None:
     formatters = ipython.display_formatter.formatters
     formatters["text/html"].for_type_by_name("torchmagic.core.inspect_result", "InspectResult", render_html)
     formatters["text/plain"].for_type_by_name("torchmagic.core.inspect_result", "InspectResult", render_text)
+
+
+def _register_profile_formatter(ipython: Any) -> None:
+    """``%profile`` results: the static summary in a notebook, a text table in a terminal."""
+
+    def render_html(result: Any) -> str:
+        from torchmagic.display.profile_view import html
+
+        return html(result)
+
+    def render_text(result: Any, printer: Any, cycle: bool) -> None:
+        from torchmagic.display.profile_view import text
+
+        printer.text(text(result))
+
+    formatters = ipython.display_formatter.formatters
+    formatters["text/html"].for_type_by_name("torchmagic.core.profile_result", "ProfileResult", render_html)
+    formatters["text/plain"].for_type_by_name("torchmagic.core.profile_result", "ProfileResult", render_text)

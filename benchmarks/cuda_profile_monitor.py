@@ -1,0 +1,47 @@
+"""Where the monitor's per-step host time goes on a CUDA device (cProfile of the hooks)."""
+
+from __future__ import annotations
+
+import cProfile
+import pstats
+
+import torch
+import torch.nn as nn
+
+from torchmagic.core import TrainingMonitor
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(4096, 10),
+    ).cuda()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(32, 3, 32, 32, device="cuda")
+    y = torch.randint(0, 10, (32,), device="cuda")
+
+    def loop(n: int) -> None:
+        for _ in range(n):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+
+    loop(20)
+    with TrainingMonitor([model], [opt]):
+        profiler = cProfile.Profile()
+        profiler.enable()
+        loop(500)
+        torch.cuda.synchronize()
+        profiler.disable()
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""``--logdir`` writes what torch-tb-profiler reads; ``--tensorboard`` serves it on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.request
+
+import pytest
+
+pytest.importorskip("torch_tb_profiler")
+
+from torch_tb_profiler import consts  # noqa: E402
+from torch_tb_profiler.profiler.data import RunProfileData  # noqa: E402
+from torch_tb_profiler.profiler.run_generator import RunGenerator  # noqa: E402
+
+from torchmagic.core import tbexport  # noqa: E402
+
+CELL = "for _ in range(3):\n    opt.zero_grad()\n    model(x).sum().backward()\n    opt.step()\n"
+
+
+@pytest.fixture
+def ns(shell, tiny_setup):
+    model, opt, x, y = tiny_setup
+    shell.user_ns.update(model=model, opt=opt, x=x, y=y)
+    return shell.user_ns
+
+
+def test_logdir_run_loads_in_the_plugin_with_overview_operators_and_stacks(shell, ns, tmp_path):
+    logdir = tmp_path / "tb"
+    r = shell.run_cell_magic("profile", f"--steps 2 --with-stack --logdir {logdir} --run cnn --display none", CELL)
+    assert r.logdir == str(logdir) and r.run_dir == str(logdir / "cnn")
+    files = os.listdir(logdir / "cnn")
+    assert len(files) == 1 and r.trace_path == str(logdir / "cnn" / files[0])
+    assert sorted(os.listdir(logdir)) == ["cnn"]  # the staging directory is gone
+    match = consts.WORKER_PATTERN.match(files[0])
+    assert match and match.group(1) == tbexport.worker_name()
+
+    # the plugin's own parsing and view generation (what its RunLoader runs per worker)
+    data = RunProfileData.parse(match.group(1), None, r.trace_path, str(tmp_path / "cache"))
+    profile = RunGenerator(match.group(1), None, data).generate_run_profile()
+    assert {"overall", "operator", "trace"} <= {v.name for v in profile.views}
+    assert len(profile.overview["steps"]["rows"]) == 2  # two ProfilerStep ranges
+    ops = {row["name"]: row for row in profile.operation_table_by_name["data"]}
+    assert ops["aten::addmm"]["calls"] == r.table[r.table.name == "aten::addmm"].iloc[0].calls
+    trace = json.loads(open(r.trace_path).read())
+    assert any("Call stack" in e.get("args", {}) for e in trace["traceEvents"] if e.get("cat") == "cpu_op")
+
+
+def test_write_run_moves_a_complete_file_into_place(tmp_path):
+    seen_during_write = []
+
+    def export(path: str) -> None:
+        with open(path, "w") as f:
+            f.write('{"traceEvents": []}')
+        seen_during_write.append(sorted(os.listdir(tmp_path)))
+        assert not consts.WORKER_PATTERN.match(os.path.basename(path))  # the plugin ignores it
+
+    run_dir, final = tbexport.write_run(export, str(tmp_path), "r")
+    assert seen_during_write[0][0].startswith(tbexport.STAGING_PREFIX) and "r" not in seen_during_write[0]
+    assert os.listdir(tmp_path) == ["r"] and open(final).read() == '{"traceEvents": []}'
+
+
+@pytest.mark.slow
+def test_tensorboard_serves_the_plugin_on_localhost_and_stops(shell, ns, tmp_path):
+    logdir = tmp_path / "tb"
+    r = shell.run_cell_magic("profile", f"--steps 2 --logdir {logdir} --run r1 --tensorboard --display none", CELL)
+    try:
+        assert r.tensorboard_url.startswith("http://127.0.0.1:") and r.tensorboard_url.endswith("#pytorch_profiler")
+        server = tbexport._servers[str(logdir)]
+        base = server.url + "data/plugin/pytorch_profiler/"
+        deadline, runs = time.monotonic() + 120, []
+        while time.monotonic() < deadline and "r1" not in runs:
+            with urllib.request.urlopen(base + "runs", timeout=10) as resp:
+                runs = json.load(resp)["runs"]
+            time.sleep(1)
+        assert "r1" in runs
+        worker = tbexport.worker_name()
+        for view in ("overview", "operation/table"):
+            url = f"{base}{view}?run=r1&worker={worker}&span=1&group_by=Operation"
+            with urllib.request.urlopen(url, timeout=30) as resp:
+                assert resp.status == 200 and json.load(resp)
+    finally:
+        process = tbexport._servers[str(logdir)].process
+        tbexport.stop_all()
+    assert process.poll() is not None
