@@ -491,10 +491,10 @@ class TrainingMonitor:
             for t in shapes.tensors_in(args):
                 if t.is_floating_point():
                     names.append(f"<input of {self._layer_name(root) or 'the model'}>")
-                    tensors.append(t.detach())
+                    tensors.append(t)
         for module, t in (item for outputs in self._outputs for item in outputs):
             names.append(self._layer_name(module))
-            tensors.append(t.detach())
+            tensors.append(t)
         if not tensors:
             return
         with torch.no_grad():
