@@ -12,32 +12,28 @@ histograms, activation statistics, update ratios) follow a :class:`StepSchedule`
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.nn.modules import module as nn_module
 from torch.optim import optimizer as optim_module
 
-from torchmagic.core import devicestats, memory, shapes
+from torchmagic.core import devicestats, shapes
 from torchmagic.core.alerts import AlertBook
 from torchmagic.core.attachments import Attachments
 from torchmagic.core.interrupt import StopRequest, TrainingStopped
 from torchmagic.core.naming import ModuleNames
+from torchmagic.core.recording import PendingStep, StepRecorder, recent_rate
 from torchmagic.core.result import LayerInfo, RunResult
 from torchmagic.core.schedule import StepSchedule
 from torchmagic.core.warnings_capture import capture_warnings
 
-EXPLODING_FACTOR = 100.0  # a global grad norm this many times the recent median is "exploding"
-VANISHING_NORM = 1e-8
-LAYER_HISTORY_LIMIT = 200_000
 OUTPUTS_KEPT = 4096  # leaf outputs kept per root forward, for locating a non-finite value
 ROOTS_KEPT = 4  # root forwards (model, loss, ...) whose outputs are kept until backward()
-HISTOGRAM_SNAPSHOTS = 256
 
 
 @dataclass
@@ -50,26 +46,6 @@ class Snapshot:
     eta: float | None  # seconds
     samples_per_s: float | None
     final: bool = False
-
-
-@dataclass
-class _PendingStep:
-    step: int
-    time: float
-    dt: float
-    samples: int
-    lrs: list[Any]
-    loss: torch.Tensor | None
-    metrics: dict[str, Any]
-    # per-parameter gradient norms as returned by one fused call (0-d device tensors), with the
-    # parameters they belong to; the global norm is computed from them on the host
-    grad_params: list[torch.Tensor] = field(default_factory=list)
-    grad_norms: list[torch.Tensor] = field(default_factory=list)
-    update_ratios: tuple[list[str], torch.Tensor] | None = None
-    histograms: torch.Tensor | None = None
-    activations: list[tuple[list[str], torch.Tensor]] = field(default_factory=list)
-    # per micro-batch: (names of the root input and leaf outputs, device bool vector "finite")
-    finite_checks: list[tuple[list[str], list[torch.Tensor]]] = field(default_factory=list)
 
 
 _ACTIVE: list[TrainingMonitor] = []
@@ -159,14 +135,14 @@ class TrainingMonitor:
         self._tracing = False
         self._grad_forward = False
         self._stats_step = False
-        self._pending: list[_PendingStep] = []
+        self._pending: list[PendingStep] = []
         self._late: list[tuple[int, str, Any]] = []  # metrics logged just after their step ended
         self._layers: dict[int, LayerInfo] = {}
         self._layer_sigs: dict[int, tuple[Any, Any]] = {}
         self._param_names: dict[int, str] = {}
         self._opt_steps_seen = 0
         self._last_lrs: list[Any] = []
-        self._grad_history: list[float] = []
+        self._recorder = StepRecorder(self.result, self.alerts, self.schedule, self._names_of, lambda: self._layers.values())
         self._rows_reported = 0
         self._t0 = time.perf_counter()
         self._last_step_t = self._t0
@@ -376,7 +352,7 @@ class TrainingMonitor:
         now = time.perf_counter()
         if lrs is not None:
             self._last_lrs = lrs
-        rec = _PendingStep(
+        rec = PendingStep(
             step=self.step,
             time=now - self._t0,
             dt=now - self._last_step_t,
@@ -520,9 +496,7 @@ class TrainingMonitor:
         self._alert_nonfinite("loss", None, step)
 
     def _alert_nonfinite(self, what: str, module: str | None, step: int, note: str | None = None) -> None:
-        where = f" first seen in {module}" if module else ""
-        message = note or f"non-finite {what}{where}"
-        self.alerts.add("nonfinite", step, message, module=module, key=f"nonfinite:{what}")
+        self._recorder.alert_nonfinite(what, module, step, note)
 
     # ----------------------------------------------------------------- user-facing hooks
     def log(self, values: dict[str, Any]) -> None:
@@ -557,205 +531,19 @@ class TrainingMonitor:
         self._last_refresh = now
         pending, self._pending = self._pending, []
         if pending:
-            self._absorb(pending)
+            self._recorder.absorb(pending)
         if self._late:
-            self._absorb_late()
+            late, self._late = self._late, []
+            self._recorder.absorb_late(late)
         self.result.layers = list(self._layers.values())
-        self._sample_memory(now)
+        self._recorder.sample_memory(now - self._t0, self.step, final or not self._running)
         self.result.steps = self.step
         self.result.alerts = self.alerts.alerts
         if self.total and self.backward_calls:
             self.result.total_steps = max(self.step, round(self.step * self.total / self.backward_calls))
         fraction, eta = self.progress()
-        rate = _recent_rate(self.result.columns)
+        rate = recent_rate(self.result.columns)
         snapshot = Snapshot(self.result, self._rows_reported, fraction, eta, rate, final)
         self._rows_reported = len(self.result.columns.get("step", []))
         for callback in self.on_refresh:
             callback(snapshot)
-
-    def _absorb(self, pending: list[_PendingStep]) -> None:
-        """Move a batch of finished steps to the host (one transfer per device) and record them."""
-        tensors: list[torch.Tensor] = []
-        slots: list[tuple[int, str, Any]] = []
-
-        def want(i: int, kind: str, t: Any, extra: Any = None) -> None:
-            if isinstance(t, (torch.Tensor, list)):
-                slots.append((i, kind, extra))
-                tensors.append(t)
-
-        for i, rec in enumerate(pending):
-            want(i, "loss", rec.loss)
-            if rec.grad_norms:
-                want(i, "grad_norms", rec.grad_norms)
-            want(i, "update_ratios", rec.update_ratios[1] if rec.update_ratios is not None else None)
-            want(i, "histograms", rec.histograms)
-            for name, value in rec.metrics.items():
-                want(i, "metric", value, name)
-            for names, stats in rec.activations:
-                want(i, "activation", stats, names)
-            for names, flags in rec.finite_checks:
-                want(i, "finite_check", flags, names)
-            for j, lr in enumerate(rec.lrs):
-                want(i, "lr", lr, j)
-        host = devicestats.to_host(tensors)
-        values: list[dict[str, Any]] = [{} for _ in pending]
-        for (i, kind, extra), v in zip(slots, host):
-            if kind in ("metric", "activation", "finite_check", "lr"):
-                values[i].setdefault(kind, []).append((extra, v))
-            else:
-                values[i][kind] = v
-        for rec, got in zip(pending, values):
-            self._record_step(rec, got)
-
-    def _absorb_late(self) -> None:
-        late, self._late = self._late, []
-        host = devicestats.to_host([v for _, _, v in late if isinstance(v, torch.Tensor)])
-        values = iter(host)
-        cols = self.result.columns
-        n = len(cols.get("step", []))
-        for step, name, value in late:
-            v = next(values)[0] if isinstance(value, torch.Tensor) else float(value)
-            column = cols.setdefault(name, [None] * n)
-            if 0 < step <= n:
-                column[step - 1] = v
-
-    def _record_step(self, rec: _PendingStep, got: dict[str, Any]) -> None:
-        cols = self.result.columns
-        n = len(cols.get("step", []))
-        loss = got["loss"][0] if "loss" in got else None
-        norms = got.get("grad_norms", [])
-        gn = math.sqrt(math.fsum(v * v for v in norms)) if norms else None
-        lrs: list[float | None] = [float(lr) if isinstance(lr, (int, float)) else None for lr in rec.lrs]
-        for j, v in got.get("lr", []):
-            lrs[j] = v[0]
-        row: dict[str, Any] = {
-            "step": rec.step,
-            "time": rec.time,
-            "loss": loss,
-            "lr": lrs[0] if lrs else None,
-            "grad_norm": gn,
-            "samples_per_s": rec.samples / rec.dt if rec.samples and rec.dt > 0 else None,
-            "step_time": rec.dt,
-        }
-        for j, lr in enumerate(lrs[1:], start=1):
-            row[f"lr_{j}"] = lr
-        for name, value in rec.metrics.items():
-            if not isinstance(value, torch.Tensor):
-                row[name] = float(value) if isinstance(value, (int, float, bool)) else value
-        for name, v in got.get("metric", []):
-            row[name] = v[0]
-        for key, value in row.items():
-            column = cols.setdefault(key, [None] * n)
-            column.append(value)
-        for column in cols.values():
-            if len(column) < n + 1:
-                column.append(None)
-        self._check_values(rec, loss, gn, got)
-        self._record_layers(rec, got)
-
-    def _check_values(self, rec: _PendingStep, loss: float | None, gn: float | None, got: dict[str, Any]) -> None:
-        step = rec.step
-        if not self.alerts.has("nonfinite"):
-            for names, flags in got.get("finite_check", []):
-                bad = next((name for name, norm in zip(names, flags) if not math.isfinite(norm)), None)
-                if bad is None:
-                    continue
-                if bad.startswith("<input of "):
-                    self._alert_nonfinite("input", bad[10:-1], step, note=f"the {bad[1:-1]} is already non-finite")
-                else:
-                    self._alert_nonfinite("activation", bad, step)
-                break
-        if loss is not None and not math.isfinite(loss):
-            self._alert_nonfinite("loss", None, step)
-        if gn is not None:
-            if not math.isfinite(gn):
-                bad = next((i for i, v in enumerate(got.get("grad_norms", [])) if not math.isfinite(v)), None)
-                name = self._names_of(rec.grad_params)[bad] if bad is not None else None
-                self._alert_nonfinite("gradient", name, step, note=f"non-finite gradient of {name}" if name else None)
-            else:
-                recent = self._grad_history[-50:]
-                if len(recent) >= 10:
-                    median = statistics.median(recent)
-                    if median > 0 and gn > EXPLODING_FACTOR * median:
-                        self.alerts.add(
-                            "exploding_grad",
-                            step,
-                            f"gradient norm {gn:.3g} is {gn / median:.0f}x the recent median {median:.3g}",
-                            key="exploding",
-                        )
-                if 0 < gn < VANISHING_NORM or (gn == 0 and self.step > 1):
-                    self.alerts.add("vanishing_grad", step, f"gradient norm {gn:.3g} (vanishing)", key="vanishing")
-                self._grad_history.append(gn)
-                if len(self._grad_history) > 1000:
-                    del self._grad_history[:500]
-
-    def _record_layers(self, rec: _PendingStep, got: dict[str, Any]) -> None:
-        by_name = {info.name: info for info in self._layers.values()}
-        rows = self.result.layer_rows
-        param_names = self._names_of(rec.grad_params) if self.schedule(rec.step) or "histograms" in got else []
-        if "grad_norms" in got and self.schedule(rec.step):
-            per_layer: dict[str, float] = {}
-            for pname, norm in zip(param_names, got["grad_norms"]):
-                layer = pname.rsplit(".", 1)[0] if "." in pname else ""
-                per_layer[layer] = per_layer.get(layer, 0.0) + norm * norm
-            for layer, sq in per_layer.items():
-                value = math.sqrt(sq) if math.isfinite(sq) else float("nan")
-                if layer in by_name:
-                    by_name[layer].grad_norm = value
-                rows.append((rec.step, layer, "grad_norm", value))
-        if rec.update_ratios is not None:
-            for pname, ratio in zip(rec.update_ratios[0], got.get("update_ratios", [])):
-                layer = pname.rsplit(".", 1)[0] if "." in pname else ""
-                if layer in by_name:
-                    by_name[layer].update_ratio = ratio
-                rows.append((rec.step, pname, "update_ratio", ratio))
-        activations = [
-            (name, values[4 * k : 4 * k + 4]) for names, values in got.get("activation", []) for k, name in enumerate(names)
-        ]
-        for name, (mean, std, zeros, _nonfinite) in activations:
-            if name in by_name:
-                info = by_name[name]
-                info.act_mean, info.act_std, info.act_zeros = mean, std, zeros
-            rows.extend(
-                [(rec.step, name, "act_mean", mean), (rec.step, name, "act_std", std), (rec.step, name, "act_zeros", zeros)]
-            )
-        if len(rows) > LAYER_HISTORY_LIMIT:
-            self.result.layer_rows_dropped += len(rows) // 2
-            del rows[: len(rows) // 2]
-        if "histograms" in got:
-            h = self.result.histograms
-            if not h:
-                h.update(
-                    steps=[],
-                    names=list(param_names),
-                    counts=[],
-                    edges=[
-                        devicestats.HIST_LOG10_RANGE[0]
-                        + i * (devicestats.HIST_LOG10_RANGE[1] - devicestats.HIST_LOG10_RANGE[0]) / devicestats.HIST_BINS
-                        for i in range(devicestats.HIST_BINS + 1)
-                    ],
-                )
-            if list(param_names) == h["names"]:
-                bins = devicestats.HIST_BINS
-                flat = got["histograms"]
-                h["steps"].append(rec.step)
-                h["counts"].append([flat[k * bins : (k + 1) * bins] for k in range(len(flat) // bins)])
-                if len(h["steps"]) > HISTOGRAM_SNAPSHOTS:
-                    del h["steps"][0], h["counts"][0]
-
-    def _sample_memory(self, now: float) -> None:
-        times = self.result.memory.get("time")
-        if times and now - self._t0 - times[-1] < 0.5 and self._running:
-            return  # at most two samples a second; the final refresh always samples
-        sample = memory.memory_sample()
-        mem = self.result.memory
-        n = len(mem.get("time", []))
-        mem.setdefault("time", []).append(now - self._t0)
-        mem.setdefault("step", []).append(self.step)
-        for key, value in sample.items():
-            mem.setdefault(key, [None] * n).append(value)
-
-
-def _recent_rate(cols: dict[str, list[Any]]) -> float | None:
-    rates = [r for r in cols.get("samples_per_s", [])[-20:] if r]
-    return statistics.median(rates) if rates else None
