@@ -34,7 +34,7 @@ def _loop(model, opt, x, y, steps, accumulate=1, on_step=None, criterion=None):
 
 def test_counts_optimizer_steps_and_records_loss(tiny_setup):
     model, opt, x, y = tiny_setup
-    with TrainingMonitor([model], [opt]) as mon:
+    with TrainingMonitor([model], [opt], every=1) as mon:
         losses = _loop(model, opt, x, y, 12)
     r = mon.result
     assert r.status == "completed"
@@ -46,6 +46,16 @@ def test_counts_optimizer_steps_and_records_loss(tiny_setup):
     assert (h["grad_norm"] > 0).all()
     assert (h["samples_per_s"] > 0).all()
     assert h["time"].is_monotonic_increasing
+
+
+def test_gradient_norms_follow_the_schedule(tiny_setup):
+    model, opt, x, y = tiny_setup
+    with TrainingMonitor([model], [opt], every=5) as mon:
+        _loop(model, opt, x, y, 12)
+    h = mon.result.history
+    assert h.loc[h.grad_norm.notna(), "step"].tolist() == [1, 5, 10]
+    norms = mon.result.layer_stats.query("stat == 'grad_norm' and step == 10")
+    assert h.loc[10, "grad_norm"] == pytest.approx(sum(v * v for v in norms.value) ** 0.5)
 
 
 def test_gradient_accumulation_makes_one_step_with_summed_loss(tiny_setup):
@@ -60,7 +70,7 @@ def test_gradient_accumulation_makes_one_step_with_summed_loss(tiny_setup):
 
 def test_without_optimizer_each_backward_is_a_step(tiny_setup):
     model, _, x, y = tiny_setup
-    with TrainingMonitor([model]) as mon:
+    with TrainingMonitor([model], every=1) as mon:
         for _ in range(7):
             model.zero_grad()
             nn.functional.cross_entropy(model(x), y).backward()
@@ -213,7 +223,7 @@ def test_python_warnings_counted_once_each_and_still_shown(tiny_setup):
 
 def test_exploding_gradient_is_flagged(tiny_setup):
     model, opt, x, y = tiny_setup
-    with TrainingMonitor([model], [opt]) as mon:
+    with TrainingMonitor([model], [opt], every=1) as mon:
         for i in range(30):
             opt.zero_grad()
             loss = nn.functional.cross_entropy(model(x), y)

@@ -328,6 +328,10 @@ class TrainingMonitor:
         self._update_ref = None
 
     def _take_gradients(self, params: list[torch.Tensor]) -> None:
+        # Gradient norms read every gradient once: a pass over memory comparable to a share of the
+        # optimizer's own, so they follow the schedule like the other per-layer statistics.
+        if not self.schedule(self.step + 1):
+            return
         dense = [p for p in params if p.grad is not None and not p.grad.is_sparse]
         if not dense:
             return
@@ -337,7 +341,7 @@ class TrainingMonitor:
         else:
             self._grad_params += dense  # a second optimizer's parameters join the step
             self._grad_norms += norms
-        if self.histograms and self.schedule(self.step + 1):
+        if self.histograms:
             device = norms[0].device
             self._hist = torch.stack([devicestats.log_magnitude_histogram(p.grad).to(device) for p in dense])  # type: ignore[arg-type]
 

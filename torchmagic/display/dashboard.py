@@ -121,7 +121,6 @@ class LiveDashboard:
             "loss_smooth": self._ema,
             "lr": cols.get("lr", []),
             "rate": cols.get("samples_per_s", []),
-            "grad_norm": cols.get("grad_norm", []),
         }
         got = self._steps.take({k: v if v else [None] * len(step_cols["x"]) for k, v in step_cols.items()}, "x")
         if got:
@@ -159,10 +158,12 @@ class LiveDashboard:
             if name in self._tracked and stat in ("grad_norm", "act_std"):
                 i = self._tracked.index(name)
                 by_step.setdefault(step, {})[("g" if stat == "grad_norm" else "a") + str(i)] = value
+        global_norms = r.columns.get("grad_norm", [])
         for step in sorted(by_step):
             values = by_step[step]
             n = len(self._layer_cols["x"])
             self._layer_cols["x"].append(step)
+            self._layer_cols.setdefault("gn", [None] * n).append(global_norms[step - 1] if step <= len(global_norms) else None)
             for i in range(figures.TRACKED_LAYERS):
                 for prefix in ("g", "a"):
                     col = self._layer_cols.setdefault(f"{prefix}{i}", [None] * n)

@@ -17,9 +17,9 @@ WIDTH, HEIGHT = 330, 185
 @dataclass
 class DashboardFigures:
     layout: object
-    steps: ColumnDataSource  # x, loss, loss_smooth, lr, rate, grad_norm
+    steps: ColumnDataSource  # x, loss, loss_smooth, lr, rate
     memory: ColumnDataSource  # t, rss, cuda_allocated, cuda_reserved (MiB)
-    layers: ColumnDataSource  # x, g0..g7 (grad norm), a0..a7 (activation std)
+    layers: ColumnDataSource  # scheduled steps: x, gn (global grad norm), g0..g7 (by layer), a0..a7 (activation std)
     hist: ColumnDataSource | None  # x, y, w, v
 
 
@@ -40,9 +40,9 @@ def _figure(title: str, x_label: str = "step", **kw: object) -> figure:
 
 
 def build(histograms: bool) -> DashboardFigures:
-    steps = ColumnDataSource({k: [] for k in ("x", "loss", "loss_smooth", "lr", "rate", "grad_norm")}, name="tm-steps")
+    steps = ColumnDataSource({k: [] for k in ("x", "loss", "loss_smooth", "lr", "rate")}, name="tm-steps")
     mem = ColumnDataSource({k: [] for k in ("t", "rss", "cuda_allocated", "cuda_reserved")}, name="tm-memory")
-    layer_cols = ["x"] + [f"g{i}" for i in range(TRACKED_LAYERS)] + [f"a{i}" for i in range(TRACKED_LAYERS)]
+    layer_cols = ["x", "gn"] + [f"g{i}" for i in range(TRACKED_LAYERS)] + [f"a{i}" for i in range(TRACKED_LAYERS)]
     layers = ColumnDataSource({k: [] for k in layer_cols}, name="tm-layers")
 
     loss = _figure("loss")
@@ -55,7 +55,7 @@ def build(histograms: bool) -> DashboardFigures:
     rate = _figure("throughput (samples/s)")
     rate.line("x", "rate", source=steps, color=PALETTE[2])
     grad = _figure("gradient norm: global (black) and by layer", y_axis_type="log")
-    grad.line("x", "grad_norm", source=steps, color="#222", line_width=1.5)
+    grad.line("x", "gn", source=layers, color="#222", line_width=1.5)
     for i in range(TRACKED_LAYERS):
         grad.line("x", f"g{i}", source=layers, color=PALETTE[i % len(PALETTE)], alpha=0.8)
     memory = _figure("memory (MiB)", x_label="seconds")

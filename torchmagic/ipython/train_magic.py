@@ -39,7 +39,7 @@ class TrainMagics(Magics):
         type=int,
         default=10,
         metavar="N",
-        help="take per-layer statistics (norms, activations, histograms) every N steps; 0: never",
+        help="take gradient norms, update ratios, activation statistics and histograms on steps 1, N, 2N, ...; 0: never",
     )
     @argument("--histograms", action="store_true", help="also record per-parameter gradient histograms")
     @argument(
