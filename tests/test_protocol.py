@@ -51,3 +51,63 @@ def test_python_side_sends_only_declared_fields():
     content = next(d["content"] for kind, d, _ in rec.messages if d.get("method") == "custom")
     assert set(content) == set(typing.get_type_hints(protocol.RefreshMessage))
     assert content["kind"] == protocol.REFRESH
+
+
+def _ts_number(name: str) -> float:
+    match = re.search(rf"export const {name} = ([0-9.]+);", TS)
+    assert match, f"{name} missing from protocol.ts"
+    return float(match.group(1))
+
+
+def test_status_protocol_matches():
+    for name in ("SUBSCRIBE", "UNSUBSCRIBE", "STATUS"):
+        assert _ts_constant(name) == getattr(protocol, name), name
+    for name in ("MIN_INTERVAL", "MAX_INTERVAL", "HISTORY_ROWS"):
+        assert _ts_number(name) == getattr(protocol, name), name
+    kinds = re.search(r"export const MESSAGE_KINDS = \[(.*?)\] as const;", TS)
+    assert kinds
+    assert tuple(getattr(protocol, k.strip()) for k in kinds.group(1).split(",")) == protocol.MESSAGE_KINDS
+    for cls in (
+        protocol.SubscribeMessage,
+        protocol.UnsubscribeMessage,
+        protocol.DeviceStatus,
+        protocol.ProcessMemory,
+        protocol.RunStatus,
+        protocol.MemoryRow,
+        protocol.StatusMessage,
+    ):
+        assert _ts_fields(cls.__name__) == set(typing.get_type_hints(cls)), cls.__name__
+
+
+def test_ts_validator_checks_every_status_field():
+    """statusProblem() in protocol.ts checks each declared field of each nested shape."""
+    tables = {
+        "DEVICE_FIELDS": protocol.DeviceStatus,
+        "MEMORY_FIELDS": protocol.ProcessMemory,
+        "RUN_FIELDS": protocol.RunStatus,
+        "ROW_FIELDS": protocol.MemoryRow,
+    }
+    for table, cls in tables.items():
+        body = re.search(rf"const {table} = \{{(.*?)\}};", TS, re.S)
+        assert body, table
+        assert set(re.findall(r"(\w+):", body.group(1))) == set(typing.get_type_hints(cls)), table
+    top = re.search(r"export function statusProblem.*?^}", TS, re.S | re.M)
+    assert top
+    checked = set(re.findall(r"^\s+(\w+): ", top.group(0), re.M)) | {"kind", "devices", "history", "memory", "run"}
+    assert checked == set(typing.get_type_hints(protocol.StatusMessage))
+
+
+def test_kernel_sends_only_declared_status_fields():
+    from torchmagic.core import memtrack
+    from torchmagic.display.kernel_status import StatusPublisher
+
+    memtrack.record(memtrack.CellMemory(cell=1, code="a = 1"))
+    try:
+        message = StatusPublisher(lambda m: None).build()
+    finally:
+        memtrack.clear_history()
+    assert set(message) == set(typing.get_type_hints(protocol.StatusMessage))
+    assert set(message["memory"]) == set(typing.get_type_hints(protocol.ProcessMemory))
+    for device in message["devices"]:
+        assert set(device) == set(typing.get_type_hints(protocol.DeviceStatus))
+    assert [set(r) for r in message["history"]] == [set(typing.get_type_hints(protocol.MemoryRow))]

@@ -12,13 +12,14 @@ from typing import Any
 
 from torchmagic._version import __version__
 
-__all__ = ["__version__", "last_profile", "last_run", "log", "train", "TrainingMonitor", "RunResult"]
+__all__ = ["__version__", "last_profile", "last_run", "memory_history", "log", "train", "TrainingMonitor", "RunResult"]
 
 _LAZY = {
     "train": ("torchmagic.api", "train"),
     "log": ("torchmagic.api", "log"),
     "last_run": ("torchmagic.core.runs", "last_run"),
     "last_profile": ("torchmagic.core.profile_result", "last_profile"),
+    "memory_history": ("torchmagic.core.memtrack", "memory_history"),
     "TrainingMonitor": ("torchmagic.core.monitor", "TrainingMonitor"),
     "RunResult": ("torchmagic.core.result", "RunResult"),
 }

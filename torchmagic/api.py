@@ -72,6 +72,11 @@ class TrainingRun:
         self.view = make_display(self.display_mode, title=self.title, histograms=self.monitor.histograms)
         if self.view is not None:
             self.monitor.on_refresh.append(self.view)
+        from torchmagic.display.kernel_status import run_hook
+
+        status_hook = run_hook(self.title)  # the lab extension's side panel, where one listens
+        if status_hook is not None:
+            self.monitor.on_refresh.append(status_hook)
         try:
             self.monitor.start()
         except BaseException:

@@ -1,9 +1,20 @@
-/** The torchmagic side panel: what the page knows about torchmagic (placeholder for more). */
+/**
+ * The torchmagic side panel: for each kernel that loaded torchmagic, its devices, memory now and
+ * peak, the active `%%train` run (with a Stop button) and the `%memory` history.
+ *
+ * Everything shown comes from kernel status messages; text goes in through textContent only.
+ * While the panel is hidden it asks for nothing (see `visibilityChanged` in index.ts).
+ */
 
 import { LabIcon } from '@jupyterlab/ui-components';
+import { Message } from '@lumino/messaging';
+import { ISignal, Signal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 
 import { IBokehStatus } from './bokeh';
+import { CommRegistry, IKernelEntry } from './comm';
+import { duration, nbytes, number, signedBytes } from './format';
+import { DeviceStatus, MemoryRow, RunStatus } from './protocol';
 
 const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 16 16">
 <path class="jp-icon3" fill="#616161" d="M8 1.2 9.9 3.1 8.6 4.4A4.9 4.9 0 1 1 4.4 6.1L6 4.5a2.6 2.6 0 1 0 1.3-.6L6.1 2.7z"/>
@@ -14,28 +25,69 @@ export const torchmagicIcon = new LabIcon({ name: 'torchmagic-lab:icon', svgstr:
 
 export const PANEL_ID = 'torchmagic-sidebar';
 
+function el<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  className?: string,
+  text?: string
+): HTMLElementTagNameMap[K] {
+  const node = document.createElement(tag);
+  if (className) {
+    node.className = className;
+  }
+  if (text !== undefined) {
+    node.textContent = text;
+  }
+  return node;
+}
+
+function table(className: string, header: string[], rows: string[][]): HTMLTableElement {
+  const t = el('table', className);
+  const head = t.createTHead().insertRow();
+  for (const h of header) {
+    head.appendChild(el('th', undefined, h));
+  }
+  const body = t.createTBody();
+  for (const row of rows) {
+    const tr = body.insertRow();
+    for (const cell of row) {
+      tr.insertCell().textContent = cell;
+    }
+  }
+  return t;
+}
+
 export class TorchMagicPanel extends Widget {
-  constructor(version: string) {
+  constructor(
+    version: string,
+    private readonly _registry: CommRegistry,
+    private readonly _stop: (kernelId: string) => void
+  ) {
     super();
     this.id = PANEL_ID;
     this.addClass('torchmagic-panel');
     this.title.icon = torchmagicIcon;
     this.title.caption = 'torchmagic';
+    this.title.label = '';
 
-    const heading = document.createElement('h2');
-    heading.textContent = 'torchmagic';
-    const about = document.createElement('p');
-    about.className = 'torchmagic-panel-about';
-    about.textContent = `Front end ${version}. Run %load_ext torchmagic in a notebook, then %%train.`;
-    this._bokehEl = document.createElement('p');
-    this._bokehEl.className = 'torchmagic-panel-bokeh';
-    this._bokehEl.textContent = 'BokehJS: loading…';
-    const kernelsHeading = document.createElement('h3');
-    kernelsHeading.textContent = 'Kernels';
-    this._kernelsEl = document.createElement('ul');
-    this._kernelsEl.className = 'torchmagic-panel-kernels';
+    const heading = el('h2', undefined, 'torchmagic');
+    const about = el(
+      'p',
+      'torchmagic-panel-about',
+      `Front end ${version}. Run %load_ext torchmagic in a notebook, then %%train.`
+    );
+    this._bokehEl = el('p', 'torchmagic-panel-bokeh', 'BokehJS: loading…');
+    const kernelsHeading = el('h3', undefined, 'Kernels');
+    this._kernelsEl = el('ul', 'torchmagic-panel-kernels');
     this.node.append(heading, about, this._bokehEl, kernelsHeading, this._kernelsEl);
-    this.setKernels(new Map());
+
+    _registry.kernelsChanged.connect(this._render, this);
+    _registry.statusChanged.connect(this._render, this);
+    this._render();
+  }
+
+  /** Emitted with the new visibility when the panel is shown or hidden. */
+  get visibilityChanged(): ISignal<this, boolean> {
+    return this._visibilityChanged;
   }
 
   setBokeh(status: IBokehStatus): void {
@@ -47,21 +99,146 @@ export class TorchMagicPanel extends Widget {
     }
   }
 
-  setKernels(kernels: Map<string, string>): void {
-    this._kernelsEl.textContent = '';
-    if (kernels.size === 0) {
-      const li = document.createElement('li');
-      li.textContent = 'No kernel has loaded torchmagic yet.';
-      this._kernelsEl.appendChild(li);
-      return;
+  protected onAfterShow(msg: Message): void {
+    super.onAfterShow(msg);
+    this._render();
+    this._visibilityChanged.emit(true);
+  }
+
+  protected onAfterHide(msg: Message): void {
+    super.onAfterHide(msg);
+    this._visibilityChanged.emit(false);
+  }
+
+  private _render(): void {
+    if (!this.isVisible && this._kernelsEl.childElementCount > 0) {
+      return; // rendered when shown
     }
-    for (const [id, version] of kernels) {
-      const li = document.createElement('li');
-      li.textContent = `${id.slice(0, 8)}: torchmagic ${version}`;
-      this._kernelsEl.appendChild(li);
+    const entries = [...this._registry.entries.values()];
+    this._kernelsEl.replaceChildren(
+      ...(entries.length
+        ? entries.map(entry => this._kernel(entry))
+        : [el('li', 'torchmagic-panel-empty', 'No kernel has loaded torchmagic yet.')])
+    );
+  }
+
+  private _kernel(entry: IKernelEntry): HTMLElement {
+    const li = el('li', 'torchmagic-kernel');
+    li.dataset.kernelId = entry.id;
+    const head = el('div', 'torchmagic-kernel-head');
+    head.append(
+      el('span', 'torchmagic-kernel-label', this._registry.label(entry)),
+      el('span', 'torchmagic-kernel-version', `torchmagic ${entry.version}`)
+    );
+    li.appendChild(head);
+    const status = entry.status;
+    if (!status) {
+      li.appendChild(el('p', 'torchmagic-kernel-waiting', 'Waiting for the kernel (it answers between cells)…'));
+      return li;
     }
+    li.appendChild(
+      el(
+        'p',
+        'torchmagic-kernel-memory',
+        `Process RSS ${nbytes(status.memory.rss)} · peak ${nbytes(status.memory.rss_peak)} · pid ${status.pid}`
+      )
+    );
+    li.appendChild(this._devices(status.devices));
+    li.appendChild(this._run(entry.id, status.run));
+    li.appendChild(this._history(status.history, status.history_total, status.recording));
+    return li;
+  }
+
+  private _devices(devices: DeviceStatus[]): HTMLElement {
+    const rows = devices.map(d => {
+      const parts: string[] = [];
+      if (d.allocated !== null) {
+        parts.push(`allocated ${nbytes(d.allocated)}`);
+      }
+      if (d.reserved !== null) {
+        parts.push(`reserved ${nbytes(d.reserved)}`);
+      }
+      if (d.peak !== null) {
+        parts.push(`peak ${nbytes(d.peak)}`);
+      }
+      if (d.used !== null) {
+        const what = d.id === 'cpu' ? 'RSS' : 'used';
+        parts.push(`${what} ${nbytes(d.used)}${d.total ? ` of ${nbytes(d.total)}` : ''}`);
+      } else if (d.total) {
+        parts.push(`of ${nbytes(d.total)}`);
+      }
+      const name = d.id === 'cpu' ? 'cpu' : `${d.id} ${d.name}${d.source === 'nvml' ? ' (NVML)' : ''}`;
+      return [name, parts.join(' · ')];
+    });
+    const t = table('torchmagic-devices', ['device', 'memory'], rows);
+    devices.forEach((d, i) => (t.tBodies[0].rows[i].dataset.device = d.id));
+    return t;
+  }
+
+  private _run(kernelId: string, run: RunStatus | null): HTMLElement {
+    const box = el('div', 'torchmagic-run');
+    if (!run) {
+      box.appendChild(el('span', 'torchmagic-run-none', 'No %%train run yet.'));
+      return box;
+    }
+    box.dataset.status = run.status;
+    const total = run.total ? ` / ${run.total}` : '';
+    const info = el('span', 'torchmagic-run-info');
+    info.append(
+      el('span', 'torchmagic-run-title', run.title ? `${run.title}: ` : ''),
+      el('span', 'torchmagic-run-step', `step ${run.step}${total}`),
+      el('span', 'torchmagic-run-loss', ` · loss ${number(run.loss)}`),
+      el(
+        'span',
+        'torchmagic-run-eta',
+        run.status === 'running' ? ` · ETA ${duration(run.eta)}` : ` · ${duration(run.elapsed)}`
+      ),
+      document.createTextNode(' · '),
+      el('span', 'torchmagic-run-status', run.status)
+    );
+    box.appendChild(info);
+    const stop = el('button', 'jp-mod-styled jp-mod-warn torchmagic-stop', 'Stop');
+    stop.title = 'Interrupt this kernel: %%train stops after the current step';
+    stop.disabled = run.status !== 'running';
+    stop.addEventListener('click', () => {
+      stop.disabled = true;
+      this._stop(kernelId);
+    });
+    box.appendChild(stop);
+    return box;
+  }
+
+  private _history(rows: MemoryRow[], total: number, recording: boolean): HTMLElement {
+    const box = el('div', 'torchmagic-history');
+    const state = recording ? 'recording (%memory off stops)' : 'not recording (%memory on starts)';
+    box.appendChild(el('p', 'torchmagic-history-state', `Memory per cell: ${state}`));
+    if (rows.length === 0) {
+      return box;
+    }
+    const cuda = rows.some(r => r.cuda_delta !== null);
+    const modules = rows.some(r => r.top_module !== null);
+    const header = [
+      'cell',
+      'RSS Δ',
+      'RSS peak',
+      ...(cuda ? ['CUDA Δ', 'CUDA peak'] : []),
+      ...(modules ? ['top module'] : [])
+    ];
+    const body = [...rows].reverse().map(r => [
+      `${r.cell === null ? '' : `[${r.cell}] `}${r.code}`,
+      signedBytes(r.rss_delta),
+      nbytes(r.rss_peak),
+      ...(cuda ? [signedBytes(r.cuda_delta), nbytes(r.cuda_peak)] : []),
+      ...(modules ? [r.top_module ?? ''] : [])
+    ]);
+    box.appendChild(table('torchmagic-history-table', header, body));
+    if (total > rows.length) {
+      box.appendChild(el('p', 'torchmagic-history-more', `${total - rows.length} older rows: torchmagic.memory_history()`));
+    }
+    return box;
   }
 
   private _bokehEl: HTMLElement;
   private _kernelsEl: HTMLElement;
+  private _visibilityChanged = new Signal<this, boolean>(this);
 }

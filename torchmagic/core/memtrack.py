@@ -166,8 +166,8 @@ class CellMemory:
 class _Frame:
     module: torch.nn.Module
     sampled: bool
-    inputs: set[int] = field(default_factory=set)
-    saved: dict[int, int] = field(default_factory=dict)  # storage pointer -> bytes
+    inputs: set[int] = field(default_factory=set)  # storage pointers of inputs and own parameters
+    stop: set[int] = field(default_factory=set)  # ids of the inputs' grad_fns: where its graph ends
     cuda_before: int | None = None
 
 
@@ -188,14 +188,62 @@ def _storages(value: Any, out: dict[int, int], depth: int = 0) -> None:
             _storages(item, out, depth + 1)
 
 
+MAX_GRAPH_NODES = 20_000  # bounds the walk of one module's autograd graph
+
+
+def _saved_names(node_type: type) -> list[str]:
+    names = _SAVED_NAMES.get(node_type)
+    if names is None:
+        names = [n for n in dir(node_type) if n.startswith("_saved_")]
+        if hasattr(node_type, "saved_tensors"):  # autograd.Function written in Python
+            names.append("saved_tensors")
+        _SAVED_NAMES[node_type] = names
+    return names
+
+
+_SAVED_NAMES: dict[type, list[str]] = {}
+
+
+def _tensors(value: Any, depth: int = 0) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if depth < 3 and isinstance(value, (list, tuple)):
+        return [t for item in value for t in _tensors(item, depth + 1)]
+    if depth < 3 and isinstance(value, dict):
+        return [t for item in value.values() for t in _tensors(item, depth + 1)]
+    return []
+
+
+def _saved_for_backward(outputs: Any, stop: set[int], out: dict[int, int]) -> None:
+    """Storages autograd saved between ``outputs`` and the nodes in ``stop`` (ids of grad_fns)."""
+    pending = [t.grad_fn for t in _tensors(outputs) if t.grad_fn is not None]
+    seen = set(stop)
+    while pending and len(seen) < MAX_GRAPH_NODES:
+        node = pending.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        for name in _saved_names(type(node)):
+            try:
+                value = getattr(node, name)
+            except (RuntimeError, AttributeError):  # freed by a backward already
+                continue
+            for tensor in _tensors(value):
+                if not (tensor.is_leaf and tensor.requires_grad):  # parameters are not held by a forward
+                    _storages(tensor, out)
+        pending.extend(next_node for next_node, _ in node.next_functions)
+
+
 class ModuleMemoryHooks:
     """Global forward hooks that measure what each module's forward holds, on sampled passes.
 
     Sampling is by whole root forward (the outermost module call): passes 0, every, 2*every…
     are measured, so nesting stays exact. On a measured pass each module is credited with the
-    tensors it returns and the tensors autograd saves for backward while it is the innermost
-    running module (seen through ``torch.autograd.graph.saved_tensors_hooks``), minus its inputs
-    and parameters, and minus what a submodule was already credited with. With CUDA in use, the growth of allocated memory across its forward too.
+    tensors it returns and the tensors autograd saved for backward between its inputs and its
+    outputs (read from the graph's ``_saved_*`` attributes after the forward, so autograd runs
+    exactly as without us), minus its inputs and parameters, and minus what a submodule was
+    already credited with. With CUDA in use, also the growth of allocated memory across its
+    forward. An unmeasured pass costs two global hook calls per module.
     """
 
     def __init__(self, every: int = 1, names: Callable[[torch.nn.Module], str | None] | None = None) -> None:
@@ -210,7 +258,6 @@ class ModuleMemoryHooks:
         self.sampled = 0
         self._stack: list[_Frame] = []
         self._credited: set[int] = set()
-        self._saved_ctx: Any = None
         self._handles: list[Any] = []
 
     def attach(self) -> None:
@@ -224,12 +271,6 @@ class ModuleMemoryHooks:
             handle.remove()
         self._handles = []
         self._stack.clear()
-        self._exit_saved_ctx()
-
-    def _exit_saved_ctx(self) -> None:
-        ctx, self._saved_ctx = self._saved_ctx, None
-        if ctx is not None:
-            ctx.__exit__(None, None, None)
 
     def _name(self, module: torch.nn.Module, root: torch.nn.Module) -> str:
         name = self._name_cache.get(id(module))
@@ -248,16 +289,15 @@ class ModuleMemoryHooks:
             if sampled:
                 self.sampled += 1
                 self._credited = set()
-                self._saved_ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
-                self._saved_ctx.__enter__()
         else:
             sampled = self._stack[0].sampled
         frame = _Frame(module, sampled)
         if sampled:
             inputs: dict[int, int] = {}
             _storages(args, inputs)
-            _storages([*module.parameters(recurse=False), *module.buffers(recurse=False)], inputs)
+            _storages([*module._parameters.values(), *module._buffers.values()], inputs)
             frame.inputs = set(inputs)
+            frame.stop = {id(t.grad_fn) for t in _tensors(args) if t.grad_fn is not None}
             if torch.cuda.is_initialized():
                 frame.cuda_before = torch.cuda.memory_allocated()
         self._stack.append(frame)
@@ -266,35 +306,23 @@ class ModuleMemoryHooks:
         if not self._stack or self._stack[-1].module is not module:
             return  # a forward that began before the hooks were attached
         frame = self._stack.pop()
-        if frame.sampled:
-            held = dict(frame.saved)
-            _storages(output, held)
-            for ptr in frame.inputs | self._credited:
-                held.pop(ptr, None)
-            self._credited.update(held)  # a parent does not count its children's tensors again
-            root = self._stack[0].module if self._stack else module
-            stat = self.stats.setdefault(self._name(module, root), ModuleMemory(self._name(module, root)))
-            stat.calls += 1
-            stat.held = max(stat.held, sum(held.values()))
-            if frame.cuda_before is not None:
-                delta = torch.cuda.memory_allocated() - frame.cuda_before
-                stat.cuda_delta = delta if stat.cuda_delta is None else max(stat.cuda_delta, delta)
-        if not self._stack:
-            self._exit_saved_ctx()
-
-    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self._stack and not (tensor.is_leaf and tensor.requires_grad):  # parameters are not held by a forward
-            try:
-                storage = tensor.untyped_storage()
-                if storage.device.type != "meta":
-                    self._stack[-1].saved[storage.data_ptr()] = storage.nbytes()
-            except (RuntimeError, NotImplementedError):
-                pass
-        return tensor
-
-    @staticmethod
-    def _unpack(tensor: torch.Tensor) -> torch.Tensor:
-        return tensor
+        if not frame.sampled:
+            return
+        held: dict[int, int] = {}
+        if torch.is_grad_enabled():
+            _saved_for_backward(output, frame.stop, held)
+        _storages(output, held)
+        for ptr in frame.inputs | self._credited:
+            held.pop(ptr, None)
+        self._credited.update(held)  # a parent does not count its children's tensors again
+        root = self._stack[0].module if self._stack else module
+        name = self._name(module, root)
+        stat = self.stats.get(name) or self.stats.setdefault(name, ModuleMemory(name))
+        stat.calls += 1
+        stat.held = max(stat.held, sum(held.values()))
+        if frame.cuda_before is not None:
+            delta = torch.cuda.memory_allocated() - frame.cuda_before
+            stat.cuda_delta = delta if stat.cuda_delta is None else max(stat.cuda_delta, delta)
 
     def top(self, n: int | None = None) -> list[ModuleMemory]:
         ranked = sorted(self.stats.values(), key=lambda s: (s.held, s.cuda_delta or 0), reverse=True)

@@ -8,6 +8,8 @@ package), except where the environment shows another front end.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 from typing import Any
 
@@ -30,16 +32,79 @@ def open_hello_comm() -> None:
     except Exception:  # noqa: BLE001 - a front end without comms: nothing to learn
         return
     c.on_msg(_on_message)
+    c.on_close(_on_close)
     _state["comm"] = c
+    from torchmagic.display import kernel_status
+
+    kernel_status.install(c.send)
 
 
 def _on_message(msg: dict[str, Any]) -> None:
-    data = msg.get("content", {}).get("data", {})
-    if isinstance(data, dict) and data.get("kind") == protocol.HELLO:
-        _state["extension"] = str(data.get("version", ""))
+    """Messages from the front end: validated; anything else is ignored with a log line."""
+    content = msg.get("content") if isinstance(msg, dict) else None
+    data = content.get("data") if isinstance(content, dict) else None
+    kind = data.get("kind") if isinstance(data, dict) else None
+    problem = message_problem(data)
+    if problem is not None:
+        _log(f"torchmagic: ignoring a front-end message ({problem}): kind {kind!r}")
+        return
+    assert isinstance(data, dict)
+    from torchmagic.display import kernel_status
+
+    publisher = kernel_status.current()
+    if kind == protocol.HELLO:
+        _state["extension"] = data["version"]
+    elif kind == protocol.SUBSCRIBE and publisher is not None:
+        publisher.subscribe(None if data["interval"] is None else float(data["interval"]))
+    elif kind == protocol.UNSUBSCRIBE and publisher is not None:
+        publisher.unsubscribe()
+
+
+def message_problem(data: Any) -> str | None:
+    """Why a front-end message is invalid, or None when it is a valid one."""
+    if not isinstance(data, dict):
+        return "not an object"
+    kind = data.get("kind")
+    if kind == protocol.HELLO:
+        return None if isinstance(data.get("version"), str) else "hello without a version"
+    if kind == protocol.SUBSCRIBE:
+        interval = data.get("interval", "missing")
+        if interval is None:
+            return None
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not math.isfinite(interval):
+            return "subscribe with an interval that is not a number or null"
+        if not protocol.MIN_INTERVAL <= interval <= protocol.MAX_INTERVAL:
+            return f"subscribe interval outside {protocol.MIN_INTERVAL}..{protocol.MAX_INTERVAL} s"
+        return None
+    if kind == protocol.UNSUBSCRIBE:
+        return None
+    return "unknown kind"
+
+
+def _log(line: str) -> None:
+    """One line in the kernel's log (not in a cell's output)."""
+    try:
+        from IPython import get_ipython
+
+        kernel = getattr(get_ipython(), "kernel", None)
+        log = getattr(kernel, "log", None)
+    except ImportError:
+        log = None
+    (log if log is not None else logging.getLogger(__name__)).warning(line)
+
+
+def _on_close(msg: dict[str, Any]) -> None:
+    """The front end closed the comm: stop publishing (and its thread)."""
+    from torchmagic.display import kernel_status
+
+    _state["comm"] = None
+    kernel_status.shutdown()
 
 
 def close_hello_comm() -> None:
+    from torchmagic.display import kernel_status
+
+    kernel_status.shutdown()
     c, _state["comm"] = _state["comm"], None
     if c is not None:
         try:

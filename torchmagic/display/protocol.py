@@ -9,6 +9,13 @@ Two channels carry them:
   widget message per refresh, :data:`REFRESH`, with float32 columns as binary buffers;
 * the comm target :data:`COMM_TARGET` opened by the kernel at ``%load_ext`` time carries
   :data:`HELLO` both ways, so the kernel learns whether the front end has the extension.
+  On the same comm the front end sends :data:`SUBSCRIBE` / :data:`UNSUBSCRIBE` (what the side
+  panel and the status bar want to see) and the kernel answers with :data:`STATUS` messages:
+  devices, memory, the active ``%%train`` run and the ``%memory`` history.
+
+The kernel handles front-end messages only between cells, so everything the front end must see
+while a cell runs is pushed by the kernel: from the ``%%train`` refresh callback, or from a
+publisher thread that exists only while a subscription asks for a period.
 """
 
 from __future__ import annotations
@@ -21,6 +28,15 @@ COMM_TARGET = "torchmagic"
 
 REFRESH = "torchmagic.refresh"
 HELLO = "torchmagic.hello"
+SUBSCRIBE = "torchmagic.subscribe"
+UNSUBSCRIBE = "torchmagic.unsubscribe"
+STATUS = "torchmagic.status"
+
+# Publishing periods a subscription may ask for, in seconds.
+MIN_INTERVAL = 0.25
+MAX_INTERVAL = 60.0
+# At most this many rows of the %memory history travel in one status message (the newest).
+HISTORY_ROWS = 20
 
 
 class ColumnBatch(TypedDict):
@@ -52,7 +68,77 @@ class HelloMessage(TypedDict):
     version: str
 
 
+class SubscribeMessage(TypedDict):
+    """Front end -> kernel: send status messages.
+
+    ``interval`` in seconds (MIN_INTERVAL..MAX_INTERVAL) starts a publisher thread with that
+    period; ``None`` asks only for events: after each cell, and about once a second while a
+    ``%%train`` run goes. A kernel starts in the events-only state when it says hello.
+    """
+
+    kind: Literal["torchmagic.subscribe"]
+    interval: float | None
+
+
+class UnsubscribeMessage(TypedDict):
+    """Front end -> kernel: send no status messages (the publisher thread stops)."""
+
+    kind: Literal["torchmagic.unsubscribe"]
+
+
+class DeviceStatus(TypedDict):
+    id: str  # "cpu", "cuda:0", ...
+    name: str
+    source: str  # "host" (/proc), "torch" (CUDA already initialised) or "nvml"
+    allocated: int | None  # bytes held by tensors (torch's caching allocator)
+    reserved: int | None  # bytes the caching allocator holds from the driver
+    peak: int | None  # peak allocated bytes since the last reset
+    used: int | None  # bytes in use on the device (host: this process's RSS; nvml: this process)
+    total: int | None  # the device's memory
+
+
+class ProcessMemory(TypedDict):
+    rss: int  # resident set size now, bytes
+    rss_peak: int  # highest resident set size of the process, bytes
+
+
+class RunStatus(TypedDict):
+    title: str
+    status: str  # "running", "completed", "interrupted" or "failed"
+    step: int
+    total: int | None  # expected steps, when known
+    loss: float | None  # the latest loss
+    eta: float | None  # seconds
+    elapsed: float  # seconds
+
+
+class MemoryRow(TypedDict):
+    """One recorded cell of the ``%memory`` history (sizes in bytes)."""
+
+    cell: int | None  # execution count
+    code: str  # the cell's first line
+    duration: float  # seconds
+    rss_delta: int
+    rss_peak: int
+    cuda_delta: int | None
+    cuda_peak: int | None
+    top_module: str | None  # with --by-module: the module whose forward held the most
+
+
+class StatusMessage(TypedDict):
+    kind: Literal["torchmagic.status"]
+    seq: int  # increases by one with every status message of this kernel
+    pid: int
+    interval: float | None  # the subscription in force (see SubscribeMessage)
+    devices: list[DeviceStatus]
+    memory: ProcessMemory
+    run: RunStatus | None  # the active or last %%train run of this session
+    recording: bool  # %memory on
+    history: list[MemoryRow]  # the newest HISTORY_ROWS rows
+    history_total: int  # rows recorded in all
+
+
 # Section names the dashboard view lays out, in order.
 SECTIONS = ("header", "alerts", "layers", "footer")
 
-MESSAGE_KINDS = (REFRESH, HELLO)
+MESSAGE_KINDS = (REFRESH, HELLO, SUBSCRIBE, UNSUBSCRIBE, STATUS)

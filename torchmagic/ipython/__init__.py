@@ -7,6 +7,7 @@ from typing import Any
 
 def load(ipython: Any) -> None:
     from torchmagic.display import frontend
+    from torchmagic.ipython import memory_magic
     from torchmagic.ipython.inspect_magic import InspectMagics
     from torchmagic.ipython.profile_magic import ProfileMagics
     from torchmagic.ipython.train_magic import TrainMagics
@@ -14,6 +15,7 @@ def load(ipython: Any) -> None:
     ipython.register_magics(TrainMagics)
     ipython.register_magics(InspectMagics)
     ipython.register_magics(ProfileMagics)
+    memory_magic.load(ipython)
     _register_result_formatter(ipython)
     _register_inspect_formatter(ipython)
     _register_profile_formatter(ipython)
@@ -22,6 +24,9 @@ def load(ipython: Any) -> None:
 
 def unload(ipython: Any) -> None:
     from torchmagic.display import frontend
+    from torchmagic.ipython import memory_magic
+
+    memory_magic.unload(ipython)
 
     magics = ipython.magics_manager.magics
     for kind, names in (("cell", ("train", "tensor_inspect", "profile")), ("line", ("tensor_inspect", "profile"))):
