@@ -17,7 +17,9 @@ def test_cuda_ops_get_device_time():
         a @ a
     table = session.result.table
     mm = table[table.name == "aten::mm"].iloc[0]
-    assert mm.self_device_time_us > 0 and mm.device_time_total_us >= mm.self_device_time_us
+    assert mm.device_time_total_us > 0 and mm.device_time_total_us >= mm.self_device_time_us
+    # the kernel's time is someone's self time (on torch 2.11 it lands below aten::mm, not on it)
+    assert table.self_device_time_us.sum() > 0
     assert any(lane.startswith("cuda:0") for lane in session.result.timeline.lanes)
 
 

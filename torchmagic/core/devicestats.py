@@ -53,29 +53,28 @@ def log_magnitude_histogram(t: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def activation_summaries(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """[n, 4]: mean, std, fraction of zeros and fraction non-finite of each tensor's strided sample.
+def activation_summaries(tensors: list[torch.Tensor]) -> list[tuple[list[int], torch.Tensor]]:
+    """Per group of tensors: their indices and a [k, 4] tensor of mean, std, fraction of zeros and
+    fraction non-finite of each one's strided sample.
 
     Samples of equal length, device and dtype are stacked and reduced together, so the cost is a
-    handful of ops per group rather than per tensor. Mean and std turn NaN when a sample holds
-    non-finite values; the last column says so.
+    handful of ops per group rather than per tensor; results stay per group because scattering
+    them into one tensor by a host index list would synchronise a GPU. Mean and std turn NaN when
+    a sample holds non-finite values; the last column says so.
     """
     samples = [_equal_sample(t, ACTIVATION_SAMPLE) for t in tensors]
-    device = tensors[0].device
-    out = torch.empty((len(tensors), 4), dtype=torch.float32, device=device)
     groups: dict[tuple[int, torch.device, torch.dtype], list[int]] = {}
     for i, s in enumerate(samples):
         groups.setdefault((s.numel(), s.device, s.dtype), []).append(i)
+    out: list[tuple[list[int], torch.Tensor]] = []
     for (n, _, _), idx in groups.items():
         if n == 0:
-            out[idx] = float("nan")
             continue
         m = _float(torch.stack([samples[i] for i in idx]))
         std, mean = torch.std_mean(m, dim=1, correction=0)
         zeros = (m == 0).sum(dim=1) / n
         nonfinite = 1.0 - torch.isfinite(m).sum(dim=1) / n
-        stats = torch.stack([mean.float(), std.float(), zeros.float(), nonfinite.float()], dim=1)
-        out[idx] = stats.to(device, non_blocking=True)
+        out.append((idx, torch.stack([mean.float(), std.float(), zeros.float(), nonfinite.float()], dim=1)))
     return out
 
 

@@ -460,8 +460,8 @@ class TrainingMonitor:
                 seen.add(id(module))
                 names.append(self._layer_name(module))
                 tensors.append(t)
-        if tensors:
-            self._activations.append((names, devicestats.activation_summaries(tensors)))
+        for idx, stats in devicestats.activation_summaries(tensors) if tensors else []:
+            self._activations.append(([names[i] for i in idx], stats))
 
     def _queue_finite_check(self) -> None:
         """One fused norm over the micro-batch's input and leaf outputs, left on the device."""

@@ -230,7 +230,8 @@ def extract(events: Iterable[Any], *, shapes: bool, stacks: bool) -> list[Record
     out: list[Record] = []
     append = out.append
     for e in events:
-        if e.is_python_function():
+        is_python = getattr(e, "is_python_function", None)  # newer torch; older ones keep them apart
+        if is_python is not None and is_python():
             continue
         name = e.name()
         dev = e.device_type()
