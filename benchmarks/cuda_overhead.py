@@ -12,21 +12,9 @@ import time
 
 import torch
 import torch.nn as nn
+from _models import cifar_cnn  # the benchmarks' shared CIFAR-shaped CNN
 
 from torchmagic.core import TrainingMonitor
-
-
-def cnn() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(64 * 8 * 8, 10),
-    )
 
 
 def mlp() -> nn.Module:
@@ -76,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
     print(f"{'model':<14}{'variant':<24}{'ms/step':>9}{'ratio':>8}")
-    for label, build, batch in (("cnn b32", cnn, 32), ("cnn b512", cnn, 512), ("mlp b256", mlp, 256)):
+    for label, build, batch in (("cnn b32", cifar_cnn, 32), ("cnn b512", cifar_cnn, 512), ("mlp b256", mlp, 256)):
         result = run(build, batch, args.steps, args.repeats)
         for name, ms in result.items():
             print(f"{label:<14}{name:<24}{ms:>9.3f}{ms / result['bare']:>8.3f}")

@@ -7,22 +7,14 @@ import pstats
 
 import torch
 import torch.nn as nn
+from _models import cifar_cnn  # the benchmarks' shared CIFAR-shaped CNN
 
 from torchmagic.core import TrainingMonitor
 
 
 def main() -> None:
     torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(4096, 10),
-    ).cuda()
+    model = cifar_cnn().cuda()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.randn(32, 3, 32, 32, device="cuda")
     y = torch.randint(0, 10, (32,), device="cuda")

@@ -56,7 +56,6 @@ def shell():
     sh.run_line_magic("load_ext", "torchmagic")
     yield sh
     sh.run_line_magic("unload_ext", "torchmagic")
-    sh.user_ns.clear() if False else None
     InteractiveShell.clear_instance()
 
 

@@ -10,6 +10,7 @@ from torchmagic.core.formatting import duration, nbytes, number, rate
 from torchmagic.core.monitor import Snapshot
 from torchmagic.core.result import RunResult
 from torchmagic.display import svg
+from torchmagic.display.series import ema
 
 STATUS_COLORS = {"running": "#1f77b4", "completed": "#2ca02c", "interrupted": "#ff7f0e", "failed": "#d62728"}
 ALERT_ICONS = {
@@ -137,7 +138,7 @@ def snapshot_html(result: RunResult, snap: Snapshot | None = None) -> str:
     cols = result.columns
     steps = cols.get("step", [])
     charts = [
-        svg.line_chart("loss", steps, {"loss": cols.get("loss", []), "smoothed": _ema(cols.get("loss", []))}),
+        svg.line_chart("loss", steps, {"loss": cols.get("loss", []), "smoothed": ema(cols.get("loss", []))[0]}),
         svg.line_chart("learning rate", steps, {"lr": cols.get("lr", [])}),
         svg.line_chart("samples/s", steps, {"samples/s": cols.get("samples_per_s", [])}),
         svg.line_chart("gradient norm (log10)", steps, {"grad norm": cols.get("grad_norm", [])}, log_y=True),
@@ -159,13 +160,3 @@ def snapshot_html(result: RunResult, snap: Snapshot | None = None) -> str:
 
 
 _BUILTIN_COLUMNS = {"step", "time", "loss", "lr", "grad_norm", "samples_per_s", "step_time"}
-
-
-def _ema(values: list[float | None], alpha: float = 0.1) -> list[float | None]:
-    out: list[float | None] = []
-    avg = None
-    for v in values:
-        if v is not None and math.isfinite(v):
-            avg = v if avg is None else avg + alpha * (v - avg)
-        out.append(avg)
-    return out

@@ -17,8 +17,8 @@ def load(ipython: Any) -> None:
     ipython.register_magics(ProfileMagics)
     memory_magic.load(ipython)
     _register_result_formatter(ipython)
-    _register_inspect_formatter(ipython)
-    _register_profile_formatter(ipython)
+    _register_view_formatters(ipython, "torchmagic.core.inspect_result", "InspectResult", "torchmagic.display.inspect_view")
+    _register_view_formatters(ipython, "torchmagic.core.profile_result", "ProfileResult", "torchmagic.display.profile_view")
     frontend.open_hello_comm()
 
 
@@ -51,37 +51,17 @@ def _register_result_formatter(ipython: Any) -> None:
     formatter.for_type_by_name("torchmagic.core.result", "RunResult", render)
 
 
-def _register_inspect_formatter(ipython: Any) -> None:
-    """``%tensor_inspect`` results: static HTML in a notebook, a readable text block in a terminal."""
+def _register_view_formatters(ipython: Any, result_module: str, result_class: str, view_module: str) -> None:
+    """Static HTML in a notebook and a text block in a terminal, from ``view_module``'s
+    ``html``/``text``; the view is imported on first display, not at ``%load_ext``."""
+    import importlib
 
     def render_html(result: Any) -> str:
-        from torchmagic.display.inspect_view import html
-
-        return html(result)
+        return importlib.import_module(view_module).html(result)
 
     def render_text(result: Any, printer: Any, cycle: bool) -> None:
-        from torchmagic.display.inspect_view import text
-
-        printer.text(text(result))
+        printer.text(importlib.import_module(view_module).text(result))
 
     formatters = ipython.display_formatter.formatters
-    formatters["text/html"].for_type_by_name("torchmagic.core.inspect_result", "InspectResult", render_html)
-    formatters["text/plain"].for_type_by_name("torchmagic.core.inspect_result", "InspectResult", render_text)
-
-
-def _register_profile_formatter(ipython: Any) -> None:
-    """``%profile`` results: the static summary in a notebook, a text table in a terminal."""
-
-    def render_html(result: Any) -> str:
-        from torchmagic.display.profile_view import html
-
-        return html(result)
-
-    def render_text(result: Any, printer: Any, cycle: bool) -> None:
-        from torchmagic.display.profile_view import text
-
-        printer.text(text(result))
-
-    formatters = ipython.display_formatter.formatters
-    formatters["text/html"].for_type_by_name("torchmagic.core.profile_result", "ProfileResult", render_html)
-    formatters["text/plain"].for_type_by_name("torchmagic.core.profile_result", "ProfileResult", render_text)
+    formatters["text/html"].for_type_by_name(result_module, result_class, render_html)
+    formatters["text/plain"].for_type_by_name(result_module, result_class, render_text)
