@@ -293,9 +293,12 @@ class TrainingMonitor:
         params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
         self._take_gradients(params)
         if self.schedule(self.step + 1):
+            # The update/weight ratio from the same strided sample of each parameter before and
+            # after the step: a copy of a few thousand elements instead of the whole model.
             dense = [p for p in params if not p.is_sparse]
             with torch.no_grad():
-                self._update_ref = (self._names_of(dense), [p.detach().clone() for p in dense])
+                before = [devicestats.strided_sample(p, devicestats.SAMPLE).clone() for p in dense]
+                self._update_ref = (self._names_of(dense), before)
 
     def _after_optimizer_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self._opt_steps_seen += 1
@@ -304,8 +307,9 @@ class TrainingMonitor:
             after = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None and not p.is_sparse]
             if len(after) == len(before):
                 with torch.no_grad():
-                    delta = devicestats.grad_norms(list(torch._foreach_sub(after, before)))
-                    weight = devicestats.grad_norms([p.detach() for p in after])
+                    samples = [devicestats.strided_sample(p, devicestats.SAMPLE) for p in after]
+                    delta = devicestats.grad_norms(list(torch._foreach_sub(samples, before)))
+                    weight = devicestats.grad_norms(samples)
                     if delta:
                         ratios = torch.stack([d.float() for d in delta]) / (torch.stack([w.float() for w in weight]) + 1e-12)
                         self._update_ratios = (names, ratios)
@@ -405,7 +409,7 @@ class TrainingMonitor:
         # Shapes are traced for every module only when the root's input signature changes (a
         # short last batch, a new sequence length) or on a scheduled step: per-module signatures
         # on every forward would cost more than the rest of the monitor together.
-        sig = shapes.signature(args)
+        sig = tuple((a.shape, a.dtype) if isinstance(a, torch.Tensor) else shapes.signature(a) for a in args)
         key = id(module)
         self._tracing = self._stats_step or self._root_sigs.get(key) != sig
         self._root_sigs[key] = sig
