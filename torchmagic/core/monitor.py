@@ -41,7 +41,6 @@ class Snapshot:
     """What a display gets at each refresh; ``result`` is live and grows between refreshes."""
 
     result: RunResult
-    new_from: int  # index of the first history row added since the previous refresh
     fraction: float | None  # progress 0..1 when the loop's length is known
     eta: float | None  # seconds
     samples_per_s: float | None
@@ -143,7 +142,6 @@ class TrainingMonitor:
         self._opt_steps_seen = 0
         self._last_lrs: list[Any] = []
         self._recorder = StepRecorder(self.result, self.alerts, self.schedule, self._names_of, lambda: self._layers.values())
-        self._rows_reported = 0
         self._t0 = time.perf_counter()
         self._last_step_t = self._t0
         self._last_refresh = 0.0
@@ -283,16 +281,15 @@ class TrainingMonitor:
         self.backward_calls += 1
         self._batch_counted = False
         self._last_event = "backward"
-        if not self._opt_mode:
-            params = [p for root in self.names._keep for p in root.parameters() if p.grad is not None]
-            self._take_gradients(params)
+        if not self._opt_mode and self.schedule(self.step + 1):
+            self._take_gradients([p for root in self.names.roots for p in root.parameters()])
 
     def _before_optimizer_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        if not self._opt_mode:
-            self._opt_mode = True
-        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        self._take_gradients(params)
+        self._opt_mode = True
+        # Everything below reads whole gradients or parameters: only on scheduled steps.
         if self.schedule(self.step + 1):
+            params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+            self._take_gradients(params)
             # The update/weight ratio from the same strided sample of each parameter before and
             # after the step: a copy of a few thousand elements instead of the whole model.
             dense = [p for p in params if not p.is_sparse]
@@ -332,10 +329,8 @@ class TrainingMonitor:
         self._update_ref = None
 
     def _take_gradients(self, params: list[torch.Tensor]) -> None:
-        # Gradient norms read every gradient once: a pass over memory comparable to a share of the
-        # optimizer's own, so they follow the schedule like the other per-layer statistics.
-        if not self.schedule(self.step + 1):
-            return
+        """Scheduled steps only: gradient norms read every gradient once, a pass over memory
+        comparable to a share of the optimizer's own."""
         dense = [p for p in params if p.grad is not None and not p.grad.is_sparse]
         if not dense:
             return
@@ -551,7 +546,6 @@ class TrainingMonitor:
             self.result.total_steps = max(self.step, round(self.step * self.total / self.backward_calls))
         fraction, eta = self.progress()
         rate = recent_rate(self.result.columns)
-        snapshot = Snapshot(self.result, self._rows_reported, fraction, eta, rate, final)
-        self._rows_reported = len(self.result.columns.get("step", []))
+        snapshot = Snapshot(self.result, fraction, eta, rate, final)
         for callback in self.on_refresh:
             callback(snapshot)

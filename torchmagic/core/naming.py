@@ -32,6 +32,10 @@ class ModuleNames:
             self._names[id(sub)] = f"{prefix}.{name}" if prefix and name else (name or prefix)
             self._leaf[id(sub)] = next(iter(sub.children()), None) is None
 
+    @property
+    def roots(self) -> list[torch.nn.Module]:
+        return self._keep
+
     def name(self, module: torch.nn.Module) -> str | None:
         return self._names.get(id(module))
 
@@ -44,7 +48,7 @@ class ModuleNames:
     def parameter_names(self) -> dict[int, str]:
         """id(parameter) -> qualified parameter name, over every root seen."""
         names: dict[int, str] = {}
-        for root in self._keep:
+        for root in self.roots:
             prefix = self._names[id(root)]
             for name, p in root.named_parameters(remove_duplicate=True):
                 names.setdefault(id(p), f"{prefix}.{name}" if prefix else name)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from torchmagic.core.monitor import Snapshot
 
@@ -25,11 +24,3 @@ def make_display(mode: str, *, title: str = "", histograms: bool = False) -> Cal
 
         return TextProgress()
     return None
-
-
-def register_formatters(shell: Any) -> None:
-    """Rich display of results in IPython: the same static snapshot the dashboard freezes into."""
-    from torchmagic.core.result import RunResult
-    from torchmagic.display.panels import snapshot_html
-
-    shell.display_formatter.formatters["text/html"].for_type(RunResult, lambda r: snapshot_html(r))

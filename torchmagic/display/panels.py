@@ -134,7 +134,7 @@ def _percent(x: float | None) -> str:
 
 def snapshot_html(result: RunResult, snap: Snapshot | None = None) -> str:
     """The frozen dashboard: header, static charts, alerts and layer table; no scripts."""
-    snap = snap or Snapshot(result, 0, None, None, None, final=True)
+    snap = snap or Snapshot(result, None, None, None, final=True)
     cols = result.columns
     steps = cols.get("step", [])
     charts = [
@@ -157,6 +157,15 @@ def snapshot_html(result: RunResult, snap: Snapshot | None = None) -> str:
         f'<div>{alerts(result)}</div><div class="tm-charts">{"".join(charts)}</div>{layers(result)}'
         f'<div style="color:#888">torchmagic · {escape(result.summary())}</div></div>'
     )
+
+
+def html(result: RunResult) -> str:
+    """A finished run shown in a notebook: the frozen dashboard."""
+    return snapshot_html(result)
+
+
+def text(result: RunResult) -> str:
+    return repr(result)
 
 
 _BUILTIN_COLUMNS = {"step", "time", "loss", "lr", "grad_norm", "samples_per_s", "step_time"}

@@ -28,9 +28,6 @@ class Recorder:
 
         return sum(len(json.dumps(d, default=str)) + sum(len(b) for b in bufs) for _, d, bufs in self.messages)
 
-    def of_kind(self, kind: str) -> list[tuple[str, dict[str, Any], list[bytes]]]:
-        return [m for m in self.messages if m[0] == kind]
-
     def clear(self) -> None:
         self.messages.clear()
 

@@ -16,7 +16,7 @@ def load(ipython: Any) -> None:
     ipython.register_magics(InspectMagics)
     ipython.register_magics(ProfileMagics)
     memory_magic.load(ipython)
-    _register_result_formatter(ipython)
+    _register_view_formatters(ipython, "torchmagic.core.result", "RunResult", "torchmagic.display.panels")
     _register_view_formatters(ipython, "torchmagic.core.inspect_result", "InspectResult", "torchmagic.display.inspect_view")
     _register_view_formatters(ipython, "torchmagic.core.profile_result", "ProfileResult", "torchmagic.display.profile_view")
     frontend.open_hello_comm()
@@ -37,18 +37,6 @@ def unload(ipython: Any) -> None:
     registry.pop("InspectMagics", None)
     registry.pop("ProfileMagics", None)
     frontend.close_hello_comm()
-
-
-def _register_result_formatter(ipython: Any) -> None:
-    """Results display as the frozen dashboard; the formatter imports display code on first use."""
-    formatter = ipython.display_formatter.formatters["text/html"]
-
-    def render(result: Any) -> str:
-        from torchmagic.display.panels import snapshot_html
-
-        return snapshot_html(result)
-
-    formatter.for_type_by_name("torchmagic.core.result", "RunResult", render)
 
 
 def _register_view_formatters(ipython: Any, result_module: str, result_class: str, view_module: str) -> None:
