@@ -85,15 +85,6 @@ def _equal_sample(t: torch.Tensor, limit: int) -> torch.Tensor:
     return flat if n <= limit else flat[:: n // limit][:limit]
 
 
-@torch.no_grad()
-def all_finite(tensors: list[torch.Tensor]) -> torch.Tensor | None:
-    """A device bool: every floating element of every tensor is finite."""
-    flags = [torch.isfinite(t.detach()).all() for t in tensors if t.is_floating_point() or t.is_complex()]
-    if not flags:
-        return None
-    return torch.stack(flags).all() if len(flags) > 1 else flags[0]
-
-
 def _host_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 

@@ -27,7 +27,7 @@ from torchmagic.core.alerts import AlertBook
 from torchmagic.core.attachments import Attachments
 from torchmagic.core.interrupt import StopRequest, TrainingStopped
 from torchmagic.core.naming import ModuleNames
-from torchmagic.core.recording import PendingStep, StepRecorder, recent_rate
+from torchmagic.core.recording import INPUT_PREFIX, PendingStep, StepRecorder, recent_rate
 from torchmagic.core.result import LayerInfo, RunResult
 from torchmagic.core.schedule import StepSchedule
 from torchmagic.core.warnings_capture import capture_warnings
@@ -462,41 +462,41 @@ class TrainingMonitor:
         for idx, stats in devicestats.activation_summaries(tensors) if tensors else []:
             self._activations.append(([names[i] for i in idx], stats))
 
-    def _queue_finite_check(self) -> None:
-        """One fused norm over the micro-batch's input and leaf outputs, left on the device."""
+    def _kept_tensors(self) -> tuple[list[str], list[torch.Tensor]]:
+        """The micro-batch's input and leaf outputs in forward order, named for an alert."""
         names: list[str] = []
         tensors: list[torch.Tensor] = []
         for root, args in list(self._root_inputs)[:1]:
             for t in shapes.tensors_in(args):
-                if t.is_floating_point():
-                    names.append(f"<input of {self._layer_name(root) or 'the model'}>")
+                if t.is_floating_point() or t.is_complex():
+                    names.append(f"{INPUT_PREFIX}{self._layer_name(root)}>")
                     tensors.append(t)
         for module, t in (item for outputs in self._outputs for item in outputs):
             names.append(self._layer_name(module))
             tensors.append(t)
+        return names, tensors
+
+    def _finite_norms(self) -> tuple[list[str], list[torch.Tensor]]:
+        """One fused norm over the kept tensors: non-finite exactly where a tensor holds NaN/Inf."""
+        names, tensors = self._kept_tensors()
         if not tensors:
-            return
+            return names, []
         with torch.no_grad():
-            norms = torch._foreach_norm(tensors)  # non-finite exactly where a tensor holds NaN/Inf
-        self._finite_checks.append((names, list(norms)))
+            return names, list(torch._foreach_norm(tensors))
+
+    def _queue_finite_check(self) -> None:
+        """Accelerators: the norms wait on the device and are read at the refresh."""
+        names, norms = self._finite_norms()
+        if norms:
+            self._finite_checks.append((names, norms))
 
     def _locate_nonfinite(self, step: int) -> None:
         """On CPU: the loss of this micro-batch is non-finite; name the first module that went so."""
-        outputs = [item for per_root in self._outputs for item in per_root]
-        inputs = list(self._root_inputs)
+        names, norms = self._finite_norms()
         self._outputs.clear()
         self._root_inputs.clear()
-        for root, args in inputs[:1]:
-            tensors = [t for t in shapes.tensors_in(args) if t.is_floating_point() or t.is_complex()]
-            if tensors and not bool(devicestats.all_finite(tensors)):
-                name = self._layer_name(root)
-                self._alert_nonfinite("input", name, step, note=f"the input to {name or 'the model'} is already non-finite")
-                return
-        for module, t in outputs:
-            if not bool(torch.isfinite(t.detach()).all()):
-                self._alert_nonfinite("activation", self._layer_name(module), step)
-                return
-        self._alert_nonfinite("loss", None, step)
+        if not self._recorder.name_first_nonfinite(names, [float(n) for n in norms], step):
+            self._alert_nonfinite("loss", None, step)
 
     def _alert_nonfinite(self, what: str, module: str | None, step: int, note: str | None = None) -> None:
         self._recorder.alert_nonfinite(what, module, step, note)

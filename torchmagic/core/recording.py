@@ -24,6 +24,7 @@ EXPLODING_FACTOR = 100.0  # a global grad norm this many times the recent median
 VANISHING_NORM = 1e-8
 LAYER_HISTORY_LIMIT = 200_000
 HISTOGRAM_SNAPSHOTS = 256
+INPUT_PREFIX = "<input of "  # names a micro-batch's input among its leaf outputs: "<input of NAME>"
 
 
 @dataclass
@@ -71,6 +72,19 @@ class StepRecorder:
         where = f" first seen in {module}" if module else ""
         message = note or f"non-finite {what}{where}"
         self.alerts.add("nonfinite", step, message, module=module, key=f"nonfinite:{what}")
+
+    def name_first_nonfinite(self, names: list[str], norms: list[float], step: int) -> bool:
+        """Alert on the first non-finite norm among a micro-batch's input and leaf outputs (in forward
+        order, as the monitor's ``kept_tensors`` lists them); False when all are finite."""
+        bad = next((name for name, norm in zip(names, norms) if not math.isfinite(norm)), None)
+        if bad is None:
+            return False
+        if bad.startswith(INPUT_PREFIX):
+            root = bad[len(INPUT_PREFIX) : -1]
+            self.alert_nonfinite("input", root, step, note=f"the input to {root or 'the model'} is already non-finite")
+        else:
+            self.alert_nonfinite("activation", bad, step)
+        return True
 
     def absorb(self, pending: list[PendingStep]) -> None:
         """Move a batch of finished steps to the host (one transfer per device) and record them."""
@@ -155,15 +169,9 @@ class StepRecorder:
     def _check_values(self, rec: PendingStep, loss: float | None, gn: float | None, got: dict[str, Any]) -> None:
         step = rec.step
         if not self.alerts.has("nonfinite"):
-            for names, flags in got.get("finite_check", []):
-                bad = next((name for name, norm in zip(names, flags) if not math.isfinite(norm)), None)
-                if bad is None:
-                    continue
-                if bad.startswith("<input of "):
-                    self.alert_nonfinite("input", bad[10:-1], step, note=f"the {bad[1:-1]} is already non-finite")
-                else:
-                    self.alert_nonfinite("activation", bad, step)
-                break
+            for names, norms in got.get("finite_check", []):
+                if self.name_first_nonfinite(names, norms, step):
+                    break
         if loss is not None and not math.isfinite(loss):
             self.alert_nonfinite("loss", None, step)
         if gn is not None:
