@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tests.conftest import global_hook_state
-from torchmagic.core.celltrace import CellRecorder
+from torchmagic.core.celltrace import OpRecorder
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -26,9 +26,9 @@ class Net(nn.Module):
         return self.fc1(F.relu(self.conv(x)).flatten(1))
 
 
-def run(code: str, ns: dict) -> tuple[CellRecorder, BaseException | None]:
+def run(code: str, ns: dict) -> tuple[OpRecorder, BaseException | None]:
     compiled = compile(code, "<cell-test>", "exec")
-    with CellRecorder("<cell-test>", ns) as rec:
+    with OpRecorder("<cell-test>", ns) as rec:
         try:
             exec(compiled, ns)
         except Exception as exc:  # noqa: BLE001

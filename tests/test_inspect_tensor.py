@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from torchmagic.core.tensorstats import inspect_tensor
-from torchmagic.display.inspect_view import html, png_bytes, text
+from torchmagic.display.inspect_view import html, text
+from torchmagic.display.png import png_bytes
 
 KEYS = {"min", "max", "mean", "std", "norm", "nan", "posinf", "neginf", "zeros"}
 

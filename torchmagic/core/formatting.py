@@ -1,8 +1,9 @@
-"""The one place that formats bytes, durations, rates and numbers for people."""
+"""The one place that formats bytes, durations, rates, numbers and shapes for people."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 
 def duration(seconds: float | None) -> str:
@@ -55,3 +56,8 @@ def micros(us: float | None) -> str:
     if abs(us) < 1e6:
         return f"{us / 1e3:.3g} ms" if abs(us) < 1e5 else f"{us / 1e3:.0f} ms"
     return f"{us / 1e6:.3g} s"
+
+
+def dims(shape: Iterable[int]) -> str:
+    """``[2, 3]``: a shape as torch's own error messages print it."""
+    return "[" + ", ".join(str(d) for d in shape) + "]"

@@ -62,7 +62,7 @@ class OpRecord:
 class Finding:
     """Something the cell did that deserves a look: a shape error or a meaning-changing broadcast."""
 
-    kind: str  # "shape_error" or "broadcast"
+    kind: str  # "shape_error", "op_error" (an op failed for another reason) or "broadcast"
     message: str
     line: int | None = None
     module: str | None = None

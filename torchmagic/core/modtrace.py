@@ -21,10 +21,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parameter import is_lazy
 from torch.nn.utils.rnn import PackedSequence
 
 from torchmagic.core.attachments import Attachments
 from torchmagic.core.inspect_result import InspectResult
+from torchmagic.core.memory import cuda_in_use
 from torchmagic.core.shapes import dtype_name, format_signature, signature
 
 
@@ -79,7 +81,7 @@ def parameter_rows(module: torch.nn.Module) -> tuple[list[dict[str, Any]], dict[
     rows: list[dict[str, Any]] = []
     for kind, items in (("parameter", module.named_parameters()), ("buffer", module.named_buffers())):
         for name, t in items:
-            lazy = isinstance(t, torch.nn.parameter.UninitializedTensorMixin)
+            lazy = is_lazy(t)
             count = 0 if lazy else t.numel()
             rows.append(
                 {
@@ -130,7 +132,7 @@ def preserved(module: torch.nn.Module) -> Iterator[None]:
     flags = [(m, m.training) for m in module.modules()]
     buffers = [(b, b.detach().clone()) for b in module.buffers() if b.device.type != "meta"]
     cpu_rng = torch.get_rng_state()
-    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    cuda_rng = torch.cuda.get_rng_state_all() if cuda_in_use() else None
     py_rng = random.getstate()
     np_rng = np.random.get_state()
     try:
@@ -182,11 +184,7 @@ class LayerTrace:
                 "depth": 0 if not name else name.count(".") + 1,
                 "input_shapes": _call_shapes(args, kwargs),
                 "output_shapes": None,
-                "params": sum(
-                    p.numel()
-                    for p in m.parameters(recurse=False)
-                    if not isinstance(p, torch.nn.parameter.UninitializedTensorMixin)
-                ),
+                "params": sum(p.numel() for p in m.parameters(recurse=False) if not is_lazy(p)),
                 "flops": None,
                 "input": _describe_call(args, kwargs),
                 "output": "✗ raised",
@@ -204,9 +202,7 @@ class LayerTrace:
 
 
 def _has_lazy(module: torch.nn.Module) -> bool:
-    return any(
-        isinstance(t, torch.nn.parameter.UninitializedTensorMixin) for t in list(module.parameters()) + list(module.buffers())
-    )
+    return any(is_lazy(t) for t in list(module.parameters()) + list(module.buffers()))
 
 
 def _flops_by_module(counts: dict[str, dict[Any, int]], root: torch.nn.Module) -> dict[str, int]:

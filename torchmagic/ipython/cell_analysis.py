@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import ast
 import math
+from collections.abc import Callable
 from typing import Any
 
-_SAFE_BINOPS = {
+_SAFE_BINOPS: dict[type[ast.operator], Callable[[int, int], int]] = {
     ast.Add: lambda a, b: a + b,
     ast.Sub: lambda a, b: a - b,
     ast.Mult: lambda a, b: a * b,
@@ -23,12 +24,12 @@ def names_read(tree: ast.AST) -> list[str]:
     return sorted(seen, key=lambda n: _first_position(tree, n))
 
 
-def _first_position(tree: ast.AST, name: str) -> tuple[int, int]:
-    best = (math.inf, math.inf)
+def _first_position(tree: ast.AST, name: str) -> tuple[float, float]:
+    best: tuple[float, float] = (math.inf, math.inf)
     for node in ast.walk(tree):
         if isinstance(node, ast.Name) and node.id == name:
             best = min(best, (node.lineno, node.col_offset))
-    return best  # type: ignore[return-value]
+    return best
 
 
 def calls_method(tree: ast.AST, method: str) -> bool:
@@ -76,15 +77,13 @@ def _length(node: ast.expr, ns: dict[str, Any]) -> int | None:
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
         fname, args = node.func.id, node.args
         if fname == "range" and 1 <= len(args) <= 3 and not node.keywords:
-            values = [_int(a, ns) for a in args]
-            if any(v is None for v in values):
-                return None
-            return len(range(*values))  # type: ignore[arg-type]
+            bounds = [v for v in (_int(a, ns) for a in args) if v is not None]
+            return len(range(*bounds)) if len(bounds) == len(args) else None
         if fname == "enumerate" and args:
             return _length(args[0], ns)
         if fname == "zip" and args:
-            lengths = [_length(a, ns) for a in args]
-            return None if any(v is None for v in lengths) else min(lengths)  # type: ignore[type-var]
+            lengths = [n for n in (_length(a, ns) for a in args) if n is not None]
+            return min(lengths) if len(lengths) == len(args) else None
         if fname in ("tqdm", "progress_bar", "iter") and args:
             return _length(args[0], ns)
     obj = _resolve(node, ns)

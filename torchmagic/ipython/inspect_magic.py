@@ -9,7 +9,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, needs_local_scope
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from torchmagic.core.celltrace import CellRecorder
+from torchmagic.core.celltrace import OpRecorder
 from torchmagic.core.inspect_result import InspectResult
 from torchmagic.core.modtrace import forward_mismatch, parameter_rows, trace_module
 from torchmagic.core.tensorstats import inspect_tensor
@@ -94,7 +94,7 @@ class InspectMagics(Magics):
         mismatch = forward_mismatch(module, call_args, call_kwargs)
         if mismatch:
             raise UsageError(f"%tensor_inspect: --input does not match: {mismatch}")
-        recorder = CellRecorder("<no cell>", ns, record_ops=False)
+        recorder = OpRecorder("<no cell>", ns, record_ops=False)
         with recorder:
             try:
                 return trace_module(
@@ -118,7 +118,7 @@ class InspectMagics(Magics):
         filename = self.shell.compile.cache(cell)
         code = compile(cell, filename, "exec", dont_inherit=True)
         ns = self.shell.user_ns
-        recorder = CellRecorder(filename, ns)
+        recorder = OpRecorder(filename, ns)
         result = InspectResult(kind="cell", name="cell", source=cell.splitlines())
         try:
             with recorder:
@@ -132,11 +132,11 @@ class InspectMagics(Magics):
         return result
 
 
-def _collect(result: InspectResult, recorder: CellRecorder) -> None:
+def _collect(result: InspectResult, recorder: OpRecorder) -> None:
     result.ops, result.ops_dropped, result.findings = recorder.ops, recorder.dropped, recorder.findings
 
 
-def _explain(recorder: CellRecorder, exc: BaseException) -> None:
+def _explain(recorder: OpRecorder, exc: BaseException) -> None:
     """Add the explanation to the exception (PEP 678) and show it above the traceback."""
     finding = recorder.finding_for(exc)
     if finding is None:
