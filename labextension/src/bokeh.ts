@@ -30,7 +30,8 @@ export interface IBokehStatus {
 
 declare global {
   interface Window {
-    Bokeh?: any;
+    /** BokehJS, once loaded; only its version is read here. */
+    Bokeh?: { version?: string };
   }
 }
 
@@ -64,17 +65,23 @@ function loadScript(url: string): Promise<void> {
 
 let loading: Promise<IBokehStatus> | null = null;
 
+/** `window.Bokeh` now (a call, so the compiler does not assume it unchanged by loading). */
+function pageBokeh(): Window['Bokeh'] {
+  return window.Bokeh;
+}
+
 async function load(): Promise<IBokehStatus> {
-  if (window.Bokeh !== undefined) {
-    return { origin: 'page', version: window.Bokeh.version ?? null };
+  const present = pageBokeh();
+  if (present !== undefined) {
+    return { origin: 'page', version: present.version ?? null };
   }
   try {
     await loadScript(scriptUrl(CORE_SCRIPT));
-    if (window.Bokeh === undefined) {
+    if (pageBokeh() === undefined) {
       throw new Error(`${CORE_SCRIPT} loaded but did not define window.Bokeh`);
     }
     await Promise.all(EXTRA_SCRIPTS.map(name => loadScript(scriptUrl(name))));
-    return { origin: 'server', version: window.Bokeh.version ?? null };
+    return { origin: 'server', version: pageBokeh()?.version ?? null };
   } catch (reason) {
     const error = reason instanceof Error ? reason.message : String(reason);
     const served = PageConfig.getOption(BOKEH_VERSION_OPTION)

@@ -31,6 +31,9 @@ import {
 /** What a kernel is asked to send: a period in seconds, events only (null), or nothing. */
 export type Subscription = number | null | 'off';
 
+/** What a comm sends: the protocol's interfaces are JSON, but have no index signature. */
+type CommData = Parameters<Kernel.IComm['send']>[0];
+
 interface IConnection {
   kernel: Kernel.IKernelConnection;
   comm: Kernel.IComm;
@@ -115,9 +118,7 @@ export class CommRegistry {
     if (sessionContext) {
       this._sessions.set(kernel, sessionContext);
     }
-    kernel.registerCommTarget(COMM_TARGET, (comm, openMsg) =>
-      this._onOpen(kernel, comm, openMsg)
-    );
+    kernel.registerCommTarget(COMM_TARGET, (comm, openMsg) => this._onOpen(kernel, comm, openMsg));
     kernel.statusChanged.connect((_, status) => {
       if (GONE.has(status)) {
         this._dropKernel(kernel);
@@ -167,7 +168,7 @@ export class CommRegistry {
         continue;
       }
       try {
-        comm.send(message as any);
+        comm.send(message as unknown as CommData);
         return true;
       } catch (reason) {
         console.debug('torchmagic: could not send to the kernel', reason);
@@ -192,7 +193,7 @@ export class CommRegistry {
       this._addConnection(kernel, comm, data.version);
       const reply: HelloMessage = { kind: HELLO, version: this._version };
       if (!comm.isDisposed) {
-        comm.send(reply as any);
+        comm.send(reply as unknown as CommData);
       }
       this._helloReceived.emit({ kernel, kernelVersion: data.version });
       return;
@@ -211,7 +212,11 @@ export class CommRegistry {
     console.debug(`torchmagic: ignoring a comm message of kind ${String(kind)}`);
   }
 
-  private _addConnection(kernel: Kernel.IKernelConnection, comm: Kernel.IComm, version: string): void {
+  private _addConnection(
+    kernel: Kernel.IKernelConnection,
+    comm: Kernel.IComm,
+    version: string
+  ): void {
     let entry = this._entries.get(kernel.id);
     const added = !entry;
     if (!entry) {

@@ -2,8 +2,9 @@
  * The torchmagic side panel: for each kernel that loaded torchmagic, its devices, memory now and
  * peak, the active `%%train` run (with a Stop button) and the `%memory` history.
  *
- * Everything shown comes from kernel status messages; text goes in through textContent only.
- * While the panel is hidden it asks for nothing (see `visibilityChanged` in index.ts).
+ * Everything shown comes from kernel status messages (panelmodel.ts turns them into texts);
+ * text goes in through textContent only. While the panel is hidden it asks for nothing (see
+ * `visibilityChanged` in index.ts).
  */
 
 import { LabIcon } from '@jupyterlab/ui-components';
@@ -13,7 +14,8 @@ import { Widget } from '@lumino/widgets';
 
 import { IBokehStatus } from './bokeh';
 import { CommRegistry, IKernelEntry } from './comm';
-import { duration, nbytes, number, signedBytes } from './format';
+import { ICON_ID, PANEL_ID } from './constants';
+import { deviceRows, historyView, memoryLine, runView } from './panelmodel';
 import { DeviceStatus, MemoryRow, RunStatus } from './protocol';
 
 const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 16 16">
@@ -21,9 +23,7 @@ const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16"
 <circle class="jp-icon3" fill="#616161" cx="11.2" cy="3.9" r="1"/>
 </svg>`;
 
-export const torchmagicIcon = new LabIcon({ name: 'torchmagic-lab:icon', svgstr: ICON_SVG });
-
-export const PANEL_ID = 'torchmagic-sidebar';
+export const torchmagicIcon = new LabIcon({ name: ICON_ID, svgstr: ICON_SVG });
 
 function el<K extends keyof HTMLElementTagNameMap>(
   tag: K,
@@ -133,16 +133,12 @@ export class TorchMagicPanel extends Widget {
     li.appendChild(head);
     const status = entry.status;
     if (!status) {
-      li.appendChild(el('p', 'torchmagic-kernel-waiting', 'Waiting for the kernel (it answers between cells)…'));
+      li.appendChild(
+        el('p', 'torchmagic-kernel-waiting', 'Waiting for the kernel (it answers between cells)…')
+      );
       return li;
     }
-    li.appendChild(
-      el(
-        'p',
-        'torchmagic-kernel-memory',
-        `Process RSS ${nbytes(status.memory.rss)} · peak ${nbytes(status.memory.rss_peak)} · pid ${status.pid}`
-      )
-    );
+    li.appendChild(el('p', 'torchmagic-kernel-memory', memoryLine(status)));
     li.appendChild(this._devices(status.devices));
     li.appendChild(this._run(entry.id, status.run));
     li.appendChild(this._history(status.history, status.history_total, status.recording));
@@ -150,28 +146,13 @@ export class TorchMagicPanel extends Widget {
   }
 
   private _devices(devices: DeviceStatus[]): HTMLElement {
-    const rows = devices.map(d => {
-      const parts: string[] = [];
-      if (d.allocated !== null) {
-        parts.push(`allocated ${nbytes(d.allocated)}`);
-      }
-      if (d.reserved !== null) {
-        parts.push(`reserved ${nbytes(d.reserved)}`);
-      }
-      if (d.peak !== null) {
-        parts.push(`peak ${nbytes(d.peak)}`);
-      }
-      if (d.used !== null) {
-        const what = d.id === 'cpu' ? 'RSS' : 'used';
-        parts.push(`${what} ${nbytes(d.used)}${d.total ? ` of ${nbytes(d.total)}` : ''}`);
-      } else if (d.total) {
-        parts.push(`of ${nbytes(d.total)}`);
-      }
-      const name = d.id === 'cpu' ? 'cpu' : `${d.id} ${d.name}${d.source === 'nvml' ? ' (NVML)' : ''}`;
-      return [name, parts.join(' · ')];
-    });
-    const t = table('torchmagic-devices', ['device', 'memory'], rows);
-    devices.forEach((d, i) => (t.tBodies[0].rows[i].dataset.device = d.id));
+    const rows = deviceRows(devices);
+    const t = table(
+      'torchmagic-devices',
+      ['device', 'memory'],
+      rows.map(r => [r.name, r.memory])
+    );
+    rows.forEach((r, i) => (t.tBodies[0].rows[i].dataset.device = r.id));
     return t;
   }
 
@@ -181,25 +162,21 @@ export class TorchMagicPanel extends Widget {
       box.appendChild(el('span', 'torchmagic-run-none', 'No %%train run yet.'));
       return box;
     }
-    box.dataset.status = run.status;
-    const total = run.total ? ` / ${run.total}` : '';
+    const view = runView(run);
+    box.dataset.status = view.status;
     const info = el('span', 'torchmagic-run-info');
     info.append(
-      el('span', 'torchmagic-run-title', run.title ? `${run.title}: ` : ''),
-      el('span', 'torchmagic-run-step', `step ${run.step}${total}`),
-      el('span', 'torchmagic-run-loss', ` · loss ${number(run.loss)}`),
-      el(
-        'span',
-        'torchmagic-run-eta',
-        run.status === 'running' ? ` · ETA ${duration(run.eta)}` : ` · ${duration(run.elapsed)}`
-      ),
+      el('span', 'torchmagic-run-title', view.title),
+      el('span', 'torchmagic-run-step', view.step),
+      el('span', 'torchmagic-run-loss', view.loss),
+      el('span', 'torchmagic-run-eta', view.time),
       document.createTextNode(' · '),
-      el('span', 'torchmagic-run-status', run.status)
+      el('span', 'torchmagic-run-status', view.status)
     );
     box.appendChild(info);
     const stop = el('button', 'jp-mod-styled jp-mod-warn torchmagic-stop', 'Stop');
     stop.title = 'Interrupt this kernel: %%train stops after the current step';
-    stop.disabled = run.status !== 'running';
+    stop.disabled = !view.stoppable;
     stop.addEventListener('click', () => {
       stop.disabled = true;
       this._stop(kernelId);
@@ -209,31 +186,15 @@ export class TorchMagicPanel extends Widget {
   }
 
   private _history(rows: MemoryRow[], total: number, recording: boolean): HTMLElement {
+    const view = historyView(rows, total, recording);
     const box = el('div', 'torchmagic-history');
-    const state = recording ? 'recording (%memory off stops)' : 'not recording (%memory on starts)';
-    box.appendChild(el('p', 'torchmagic-history-state', `Memory per cell: ${state}`));
-    if (rows.length === 0) {
+    box.appendChild(el('p', 'torchmagic-history-state', view.state));
+    if (view.rows.length === 0) {
       return box;
     }
-    const cuda = rows.some(r => r.cuda_delta !== null);
-    const modules = rows.some(r => r.top_module !== null);
-    const header = [
-      'cell',
-      'RSS Δ',
-      'RSS peak',
-      ...(cuda ? ['CUDA Δ', 'CUDA peak'] : []),
-      ...(modules ? ['top module'] : [])
-    ];
-    const body = [...rows].reverse().map(r => [
-      `${r.cell === null ? '' : `[${r.cell}] `}${r.code}`,
-      signedBytes(r.rss_delta),
-      nbytes(r.rss_peak),
-      ...(cuda ? [signedBytes(r.cuda_delta), nbytes(r.cuda_peak)] : []),
-      ...(modules ? [r.top_module ?? ''] : [])
-    ]);
-    box.appendChild(table('torchmagic-history-table', header, body));
-    if (total > rows.length) {
-      box.appendChild(el('p', 'torchmagic-history-more', `${total - rows.length} older rows: torchmagic.memory_history()`));
+    box.appendChild(table('torchmagic-history-table', view.header, view.rows));
+    if (view.more !== null) {
+      box.appendChild(el('p', 'torchmagic-history-more', view.more));
     }
     return box;
   }

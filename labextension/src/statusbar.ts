@@ -7,9 +7,7 @@ import { ISignal, Signal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 
 import { IKernelEntry } from './comm';
-import { nbytes } from './format';
-
-export const STATUS_ITEM_ID = 'torchmagic-lab:status';
+import { statusItemView } from './panelmodel';
 
 export class TorchMagicStatusItem extends Widget {
   constructor(private readonly _open: () => void) {
@@ -32,30 +30,17 @@ export class TorchMagicStatusItem extends Widget {
 
   /** Shows the current kernel's entry (undefined: the current kernel has no torchmagic). */
   update_(entry: IKernelEntry | undefined): void {
-    const active = entry !== undefined;
-    if (active !== this._active) {
-      this._active = active;
+    const view = statusItemView(entry);
+    if (view.active !== this._active) {
+      this._active = view.active;
       this._activeChanged.emit();
     }
-    const status = entry?.status;
-    if (!status) {
-      this.node.textContent = entry ? 'torchmagic' : '';
+    this.node.textContent = view.text;
+    if (!entry?.status) {
       delete this.node.dataset.step;
-      return;
-    }
-    const cuda = status.devices.find(d => d.id.startsWith('cuda') && d.allocated !== null);
-    const nvml = status.devices.find(d => d.id.startsWith('cuda') && d.used !== null);
-    const memory = cuda
-      ? `${cuda.id} ${nbytes(cuda.allocated)}`
-      : nvml
-        ? `${nvml.id} ${nbytes(nvml.used)}`
-        : `RSS ${nbytes(status.memory.rss)}`;
-    const run = status.run;
-    const step = run && run.status === 'running' ? ` · step ${run.step}` : '';
-    this.node.textContent = `torchmagic · ${memory}${step}`;
-    if (run) {
-      this.node.dataset.step = String(run.step);
-      this.node.dataset.runStatus = run.status;
+    } else if (view.run) {
+      this.node.dataset.step = view.run.step;
+      this.node.dataset.runStatus = view.run.status;
     }
   }
 

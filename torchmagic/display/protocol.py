@@ -1,7 +1,12 @@
 """Messages between the kernel and the torchmagic front end (the lab extension).
 
-This module is the single definition of their shapes. The TypeScript side mirrors them in
-``labextension/src/protocol.ts``; ``tests/test_protocol.py`` fails when the two drift.
+This module is the single definition of their shapes. The TypeScript side is generated from it:
+``labextension/scripts/generate_protocol.py`` writes ``labextension/src/protocol.generated.ts``
+(the constants, an interface per TypedDict, and the field checks that validate what arrives from
+a kernel); the hand-written ``labextension/src/protocol.ts`` builds its validators on those.
+After changing anything here, run that script; ``tests/test_protocol.py`` fails while the
+generated file is stale. The script reads the class docstrings and the ``#`` comments on fields
+and above constants as the doc comments of the TypeScript side, so keep them there.
 
 Two channels carry them:
 
