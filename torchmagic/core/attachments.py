@@ -43,7 +43,11 @@ class Attachments:
             previous = signal.signal(signum, handler)
         except ValueError:
             return False
-        self._undo.append(lambda: signal.signal(signum, previous))
+
+        def undo() -> None:
+            signal.signal(signum, previous)
+
+        self._undo.append(undo)
         return True
 
     def callback(self, undo: Callable[[], None]) -> None:

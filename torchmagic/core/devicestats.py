@@ -8,7 +8,8 @@ so the user's RNG streams are untouched.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -44,6 +45,24 @@ def grad_norms(grads: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
+def update_samples(params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Copies of a strided sample of each parameter, taken before optimizer.step(): the update/weight
+    ratio then costs a few thousand elements per parameter instead of a copy of the model."""
+    return [strided_sample(p, SAMPLE).clone() for p in params]
+
+
+@torch.no_grad()
+def update_ratios(before: list[torch.Tensor], params: list[torch.Tensor]) -> torch.Tensor | None:
+    """|update| / |weight| of each parameter over the same samples as :func:`update_samples`."""
+    samples = [strided_sample(p, SAMPLE) for p in params]
+    delta = grad_norms(list(torch._foreach_sub(samples, before)))
+    weight = grad_norms(samples)
+    if not delta:
+        return None
+    return torch.stack([d.float() for d in delta]) / (torch.stack([w.float() for w in weight]) + 1e-12)
+
+
+@torch.no_grad()
 def log_magnitude_histogram(t: torch.Tensor) -> torch.Tensor:
     """Counts of log10|x| over a bounded strided sample, in HIST_BINS fixed bins."""
     lo, hi = HIST_LOG10_RANGE
@@ -52,10 +71,24 @@ def log_magnitude_histogram(t: torch.Tensor) -> torch.Tensor:
     return torch.histc(logs, bins=HIST_BINS, min=lo, max=hi)
 
 
+class ActivationStats(NamedTuple):
+    """The columns of an activation summary row, in order."""
+
+    mean: float
+    std: float
+    zeros: float  # fraction of exact zeros
+    nonfinite: float  # fraction of NaN/Inf
+
+
+class ActivationGroup(NamedTuple):
+    indices: list[int]  # into the tensors summarised
+    rows: torch.Tensor  # [len(indices), len(ActivationStats._fields)]
+
+
 @torch.no_grad()
-def activation_summaries(tensors: list[torch.Tensor]) -> list[tuple[list[int], torch.Tensor]]:
-    """Per group of tensors: their indices and a [k, 4] tensor of mean, std, fraction of zeros and
-    fraction non-finite of each one's strided sample.
+def activation_summaries(tensors: list[torch.Tensor]) -> list[ActivationGroup]:
+    """Per group of tensors: their indices and one :class:`ActivationStats` row of each one's
+    strided sample.
 
     Samples of equal length, device and dtype are stacked and reduced together, so the cost is a
     handful of ops per group rather than per tensor; results stay per group because scattering
@@ -66,7 +99,7 @@ def activation_summaries(tensors: list[torch.Tensor]) -> list[tuple[list[int], t
     groups: dict[tuple[int, torch.device, torch.dtype], list[int]] = {}
     for i, s in enumerate(samples):
         groups.setdefault((s.numel(), s.device, s.dtype), []).append(i)
-    out: list[tuple[list[int], torch.Tensor]] = []
+    out: list[ActivationGroup] = []
     for (n, _, _), idx in groups.items():
         if n == 0:
             continue
@@ -74,7 +107,7 @@ def activation_summaries(tensors: list[torch.Tensor]) -> list[tuple[list[int], t
         std, mean = torch.std_mean(m, dim=1, correction=0)
         zeros = (m == 0).sum(dim=1) / n
         nonfinite = 1.0 - torch.isfinite(m).sum(dim=1) / n
-        out.append((idx, torch.stack([mean.float(), std.float(), zeros.float(), nonfinite.float()], dim=1)))
+        out.append(ActivationGroup(idx, torch.stack([mean.float(), std.float(), zeros.float(), nonfinite.float()], dim=1)))
     return out
 
 
@@ -89,8 +122,19 @@ def _host_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
+class _Scalar(NamedTuple):
+    item: int
+    position: int  # in the item's list
+    value: torch.Tensor  # 0-d
+
+
+class _Flat(NamedTuple):
+    item: int
+    value: torch.Tensor  # a whole item, flattened for the transfer
+
+
 @torch.no_grad()
-def to_host(items: list[torch.Tensor | list[torch.Tensor]]) -> list[list[float]]:
+def to_host(items: Sequence[torch.Tensor | Sequence[torch.Tensor]]) -> list[list[float]]:
     """Move many small device tensors to Python floats: one transfer per device.
 
     An item is a tensor (flattened) or a list of 0-d tensors, such as ``_foreach_norm`` returns;
@@ -98,36 +142,30 @@ def to_host(items: list[torch.Tensor | list[torch.Tensor]]) -> list[list[float]]
     parameters it carries.
     """
     out: list[list[float]] = [[] for _ in items]
-    scalars: dict[tuple[torch.device, torch.dtype], list[tuple[int, int, torch.Tensor]]] = {}
-    tensors: dict[torch.device, list[tuple[int, torch.Tensor]]] = {}
+    scalars: dict[tuple[torch.device, torch.dtype], list[_Scalar]] = {}
+    tensors: dict[torch.device, list[_Flat]] = {}
     for i, item in enumerate(items):
         if isinstance(item, torch.Tensor):
-            tensors.setdefault(item.device, []).append((i, item))
+            tensors.setdefault(item.device, []).append(_Flat(i, item))
             continue
         out[i] = [math.nan] * len(item)
         for j, t in enumerate(item):
             t = t if t.dim() == 0 else t.reshape(-1)[0]
-            scalars.setdefault((t.device, t.dtype), []).append((i, j, t))
+            scalars.setdefault((t.device, t.dtype), []).append(_Scalar(i, j, t))
     for device in {d for d, _ in scalars} | set(tensors):
         dtype = _host_dtype(device)
-        parts: list[torch.Tensor] = []
-        places: list[tuple[str, Any, int]] = []
-        for (d, _), group in scalars.items():
-            if d == device:
-                parts.append(torch.stack([t.detach() for _, _, t in group]).to(dtype))
-                places.append(("scalars", group, len(group)))
-        for i, t in tensors.get(device, []):
-            flat = t.detach().reshape(-1).to(dtype)
-            parts.append(flat)
-            places.append(("tensor", i, flat.numel()))
-        host = torch.cat(parts).cpu().tolist() if parts else []
+        groups = [group for (d, _), group in scalars.items() if d == device]
+        whole = tensors.get(device, [])
+        parts = [torch.stack([s.value.detach() for s in group]).to(dtype) for group in groups]
+        parts += [f.value.detach().reshape(-1).to(dtype) for f in whole]
+        host: list[float] = torch.cat(parts).cpu().tolist() if parts else []
         pos = 0
-        for kind, where, n in places:
-            values = host[pos : pos + n]
+        for group in groups:
+            for s, v in zip(group, host[pos : pos + len(group)]):
+                out[s.item][s.position] = v
+            pos += len(group)
+        for f in whole:
+            n = f.value.numel()
+            out[f.item] = host[pos : pos + n]
             pos += n
-            if kind == "tensor":
-                out[where] = values
-            else:
-                for (i, j, _), v in zip(where, values):
-                    out[i][j] = v
     return out

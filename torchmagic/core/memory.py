@@ -27,7 +27,7 @@ def process_rss() -> int:
 
 def cuda_in_use() -> bool:
     """True when this process already initialised CUDA (we never initialise it ourselves)."""
-    return torch.cuda.is_initialized()
+    return bool(torch.cuda.is_initialized())  # type: ignore[no-untyped-call]  # torch leaves it unannotated
 
 
 def cuda_memory() -> dict[str, int]:

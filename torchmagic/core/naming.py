@@ -39,6 +39,11 @@ class ModuleNames:
     def name(self, module: torch.nn.Module) -> str | None:
         return self._names.get(id(module))
 
+    def label(self, module: torch.nn.Module) -> str:
+        """The qualified name, or the class name of a module no known root contains."""
+        name = self._names.get(id(module))
+        return type(module).__name__ if name is None else name
+
     def is_leaf(self, module: torch.nn.Module) -> bool:
         return self._leaf.get(id(module), True)
 
@@ -53,6 +58,19 @@ class ModuleNames:
             for name, p in root.named_parameters(remove_duplicate=True):
                 names.setdefault(id(p), f"{prefix}.{name}" if prefix else name)
         return names
+
+
+class ParameterNames:
+    """Qualified names of parameters, looked up again only when a parameter is new to the run."""
+
+    def __init__(self, names: ModuleNames) -> None:
+        self._modules = names
+        self._by_id: dict[int, str] = {}
+
+    def __call__(self, params: list[torch.Tensor]) -> list[str]:
+        if any(id(p) not in self._by_id for p in params):
+            self._by_id = self._modules.parameter_names()
+        return [self._by_id.get(id(p), f"param{i}") for i, p in enumerate(params)]
 
 
 def _has_parameters(module: torch.nn.Module) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from torchmagic.core.alerts import Alert
 
@@ -26,6 +26,15 @@ class LayerInfo:
     update_ratio: float | None = None
 
 
+class LayerRow(NamedTuple):
+    """One scheduled per-layer statistic: a row of :attr:`RunResult.layer_stats`."""
+
+    step: int
+    name: str
+    stat: str  # "grad_norm", "update_ratio", "act_mean", "act_std" or "act_zeros"
+    value: float
+
+
 @dataclass
 class RunResult:
     """The record of one run: status, steps, per-step history, alerts, layers, memory."""
@@ -38,10 +47,10 @@ class RunResult:
     alerts: list[Alert] = field(default_factory=list)
     layers: list[LayerInfo] = field(default_factory=list)
     columns: dict[str, list[Any]] = field(default_factory=dict)
-    memory: dict[str, list[float]] = field(default_factory=dict)
+    memory: dict[str, list[float | None]] = field(default_factory=dict)  # None where a sample lacked the key
     histograms: dict[str, Any] = field(default_factory=dict)  # {"steps", "names", "counts", "edges"}
     total_steps: int | None = None
-    layer_rows: list[tuple[int, str, str, float]] = field(default_factory=list, repr=False)
+    layer_rows: list[LayerRow] = field(default_factory=list, repr=False)
     layer_rows_dropped: int = 0  # oldest rows dropped to bound memory on very long runs
 
     @property
@@ -60,7 +69,7 @@ class RunResult:
         """Scheduled per-layer statistics, long format: step, name, stat, value."""
         import pandas as pd
 
-        return pd.DataFrame(self.layer_rows, columns=["step", "name", "stat", "value"])
+        return pd.DataFrame(self.layer_rows, columns=list(LayerRow._fields))
 
     @property
     def memory_history(self) -> pd.DataFrame:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from torchmagic.core.attachments import Attachments
 
@@ -22,7 +22,8 @@ def capture_warnings(attachments: Attachments, record: Callable[[str, str], None
     context = warnings.catch_warnings()
     context.__enter__()
     attachments.callback(lambda: context.__exit__(None, None, None))
-    warnings.filters[:] = [("always", *f[1:]) if f[0] in _SHOW_ONCE else f for f in warnings.filters]
+    filters = cast("list[Any]", warnings.filters)  # typeshed says Sequence; it is the list the machinery reads
+    filters[:] = [("always", *f[1:]) if f[0] in _SHOW_ONCE else f for f in filters]
     warnings.simplefilter("always", append=True)
     shown: set[tuple[str, type, str, int]] = set()
     original = warnings.showwarning

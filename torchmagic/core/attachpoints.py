@@ -1,0 +1,113 @@
+"""Where a training loop's steps show themselves: PyTorch's global optimizer hooks, and temporary
+wrappers where no hook exists.
+
+``torch.autograd.backward`` (which ``Tensor.backward`` calls) is wrapped for the run: the scalar
+passed to it is the loss, and its return ends a micro-batch. ``GradScaler.scale`` is patched to
+remember the unscaled loss behind the scaled one, and ``GradScaler.step`` to notice a step it
+skipped for non-finite gradients: the optimizer's own hooks never run then. Everything goes
+through :class:`Attachments`, so the run's one ``detach`` puts it all back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+from torch.optim import optimizer as optim_module
+
+from torchmagic.core.attachments import Attachments
+
+
+@dataclass(frozen=True)
+class StepEvents:
+    """What a monitor is told, in the order a step happens."""
+
+    before_backward: Callable[[torch.Tensor | None], None]  # the loss; None when backward() got no scalar
+    after_backward: Callable[[], None]
+    before_optimizer_step: Callable[[torch.optim.Optimizer], None]
+    after_optimizer_step: Callable[[torch.optim.Optimizer], None]
+    step_skipped: Callable[[], None]  # GradScaler skipped optimizer.step()
+
+
+class _ScaledLoss(NamedTuple):
+    scaled: torch.Tensor  # what GradScaler.scale returned, and backward() will get
+    loss: torch.Tensor  # the loss before scaling, detached
+
+
+def attach_step_events(attachments: Attachments, events: StepEvents) -> None:
+    """Report every backward() and optimizer step of the process to ``events`` until detached."""
+    _StepPoints(events).attach(attachments)
+
+
+class _StepPoints:
+    def __init__(self, events: StepEvents) -> None:
+        self.events = events
+        self.optimizer_steps = 0
+        self.scaled: _ScaledLoss | None = None
+
+    def attach(self, attachments: Attachments) -> None:
+        attachments.hook(optim_module.register_optimizer_step_pre_hook(self._before_optimizer_step))
+        attachments.hook(optim_module.register_optimizer_step_post_hook(self._after_optimizer_step))
+        self._wrap_backward(attachments)
+        self._patch_grad_scaler(attachments)
+
+    def _before_optimizer_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self.events.before_optimizer_step(optimizer)
+
+    def _after_optimizer_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self.optimizer_steps += 1
+        self.events.after_optimizer_step(optimizer)
+
+    def _wrap_backward(self, attachments: Attachments) -> None:
+        original = torch.autograd.backward
+        points = self
+
+        def backward(tensors: Any, *args: Any, **kwargs: Any) -> Any:
+            points.events.before_backward(points.loss_of(tensors))
+            out = original(tensors, *args, **kwargs)
+            points.events.after_backward()
+            return out
+
+        backward.__wrapped__ = original  # type: ignore[attr-defined]
+        attachments.patch(torch.autograd, "backward", backward)
+
+    def _patch_grad_scaler(self, attachments: Attachments) -> None:
+        scaler_cls = torch.amp.GradScaler
+        original_scale = scaler_cls.scale
+        original_step = scaler_cls.step
+        points = self
+
+        def scale(scaler: Any, outputs: Any) -> Any:
+            scaled = original_scale(scaler, outputs)
+            if isinstance(outputs, torch.Tensor) and outputs.numel() == 1:
+                points.scaled = _ScaledLoss(scaled, outputs.detach())
+            return scaled
+
+        def step(scaler: Any, optimizer: Any, *args: Any, **kwargs: Any) -> Any:
+            before = points.optimizer_steps
+            out = original_step(scaler, optimizer, *args, **kwargs)
+            if points.optimizer_steps == before and scaler.is_enabled():
+                points.events.step_skipped()
+            return out
+
+        attachments.patch(scaler_cls, "scale", scale)
+        attachments.patch(scaler_cls, "step", step)
+
+    def loss_of(self, tensors: Any) -> torch.Tensor | None:
+        """The scalar backward() was given, detached, unscaled, 0-d and in float32/float64."""
+        t = tensors if isinstance(tensors, torch.Tensor) else None
+        if t is None and isinstance(tensors, (tuple, list)) and len(tensors) == 1 and isinstance(tensors[0], torch.Tensor):
+            t = tensors[0]
+        if t is None or t.numel() != 1:
+            return None
+        value = t.detach()
+        if self.scaled is not None and self.scaled.scaled is t:
+            value = self.scaled.loss
+        self.scaled = None
+        if value.dim() != 0:
+            value = value.reshape(())
+        if value.dtype not in (torch.float32, torch.float64):
+            value = value.float()
+        return value
