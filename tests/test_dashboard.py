@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -11,64 +13,112 @@ import torch.nn as nn
 
 from torchmagic.core import TrainingMonitor
 from torchmagic.display import panels
-from torchmagic.display.dashboard import LiveDashboard
+from torchmagic.display.dashboard import STOCK_INTERVAL, LiveDashboard
 from torchmagic.display.series import Decimator
 from torchmagic.display.testing import recording_comms
 
+Message = tuple[str, dict[str, Any], list[bytes]]  # as recording_comms records them: kind, data, buffers
 
-def _train(dashboard, steps=40, pause=0.0, **kw):
+
+def _train(dashboard, steps=40, step_time=0.0, until=None, **kw):
+    """`steps` training steps under a monitor, or with `until`, steps until it returns True.
+
+    Each step lasts at least `step_time` seconds: a fast machine goes no faster, a slow one slower.
+    """
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     x, y = torch.randn(32, 8), torch.randint(0, 2, (32,))
     mon = TrainingMonitor([model], [opt], on_refresh=[dashboard], **kw)
     with mon:
-        for _ in range(steps):
+        done = 0
+        while not (until() if until is not None else done >= steps):
+            began = time.monotonic()
             opt.zero_grad()
             nn.functional.cross_entropy(model(x), y).backward()
             opt.step()
-            time.sleep(pause)
+            done += 1
+            time.sleep(max(0.0, began + step_time - time.monotonic()))
     return mon
 
 
-def _custom_messages(rec):
-    return [(d, b) for kind, d, b in rec.messages if kind == "comm_msg" and d.get("method") == "custom"]
+class Refresh(NamedTuple):
+    at: float  # when the monitor offered it (time.monotonic())
+    final: bool
+    messages: list[Message]  # what the dashboard sent for it
+
+
+class TimedRefreshes:
+    """Wraps a dashboard as a monitor callback: when each refresh came and what it sent."""
+
+    def __init__(self, dashboard: LiveDashboard, rec: Any) -> None:
+        self.dashboard, self.rec = dashboard, rec
+        self.refreshes: list[Refresh] = []
+
+    def __call__(self, snap: Any) -> None:
+        at, before = time.monotonic(), len(self.rec.messages)
+        try:
+            self.dashboard(snap)
+        finally:  # without IPython the final freeze has no output to update, and raises
+            self.refreshes.append(Refresh(at, snap.final, self.rec.messages[before:]))
+
+
+def _custom_messages(rec) -> list[Message]:
+    return [
+        (kind, data, buffers) for kind, data, buffers in rec.messages if kind == "comm_msg" and data.get("method") == "custom"
+    ]
+
+
+def _size(message: Message) -> int:
+    """Bytes on the wire: the JSON plus the binary buffers."""
+    _, data, buffers = message
+    return len(json.dumps(data, default=str)) + sum(len(b) for b in buffers)
 
 
 def test_lab_transport_sends_one_message_per_refresh_with_float32_columns():
     with recording_comms() as rec:
         dash = LiveDashboard("model", histograms=True, transport="lab")
         opened = len(rec.messages)
-        mon = _train(dash, steps=30, pause=0.01, refresh_interval=0.05, every=5, histograms=True)
+        mon = _train(dash, steps=30, step_time=0.01, refresh_interval=0.05, every=5, histograms=True)
     during = rec.messages[opened:]
     custom = _custom_messages(rec)
-    assert len(custom) == dash.messages_sent >= 4
+    assert len(custom) == dash.messages_sent >= 4  # 30 steps of 10 ms or more: a refresh at least every 5 steps
     # while training, nothing but our one custom message per refresh goes out
-    updates = [m for m in during if m[0] == "comm_msg" and m[1].get("method") != "custom"]
-    assert updates == []
-    assert max(len(str(d)) + sum(len(b) for b in bufs) for d, bufs in custom) < 20_000
+    others = [data for kind, data, _ in during if kind == "comm_msg" and data.get("method") != "custom"]
+    assert others == []
+    assert max(_size(m) for m in custom) < 20_000  # a whole 30-step run fits in one message
     # the loss points streamed to the browser are the recorded losses
     losses = []
-    for data, buffers in custom:
+    for _, data, buffers in custom:
         content = data["content"]
         assert content["kind"] == "torchmagic.refresh"
         for batch in content["streams"]:
             if batch["source"] == dash.figs.steps.id:
                 losses.extend(np.frombuffer(buffers[batch["columns"]["loss"]], dtype="<f4").tolist())
     assert losses == pytest.approx(mon.result.history["loss"].tolist(), rel=1e-6)
-    assert any(batch["source"] == dash.figs.hist.id for d, _ in custom for batch in d["content"]["streams"])
+    assert any(batch["source"] == dash.figs.hist.id for _, d, _ in custom for batch in d["content"]["streams"])
     # at the end every widget is closed and the output frozen
-    closes = [m for m in rec.messages if m[0] == "comm_close"]
+    closes = [kind for kind, _, _ in rec.messages if kind == "comm_close"]
     assert len(closes) >= 2 and dash.frozen
 
 
-def test_stock_widgets_transport_refreshes_less_often():
+def test_stock_transport_refreshes_less_often():
+    """Once per STOCK_INTERVAL, however often the monitor refreshes and however slowly the loop runs."""
     with recording_comms() as rec:
-        dash = LiveDashboard("model", transport="widgets")
-        opened = len(rec.messages)
-        _train(dash, steps=20, pause=0.01, refresh_interval=0.02)
-    updates = [m for m in rec.messages[opened:] if m[0] == "comm_msg"]
-    assert 0 < len(updates) <= 40  # the first refresh and the final one, not every 20 ms
+        timed = TimedRefreshes(LiveDashboard("model", transport="stock"), rec)
+        started = time.monotonic()
+        _train(timed, steps=20, step_time=0.01, refresh_interval=0.02)
+        elapsed = time.monotonic() - started
+    offered = timed.refreshes
+    sent = [r for r in offered if any(kind == "comm_msg" for kind, _, _ in r.messages)]
+    assert len(offered) >= 10  # 20 steps of 10 ms or more, a refresh due every 20 ms
+    assert sent[0] is offered[0] and sent[-1].final  # the first refresh and the final one…
+    assert len(sent) <= 2 + elapsed / STOCK_INTERVAL, (len(sent), elapsed)  # …and one per interval between
+
+
+def test_transport_names_are_checked():
+    with pytest.raises(ValueError, match="transport must be one of lab, stock"):
+        LiveDashboard("model", transport="widgets")  # a display mode, not a transport
 
 
 def test_decimator_keeps_points_bounded_over_a_long_run():
@@ -125,12 +175,28 @@ def test_snapshot_is_static_and_small():
 
 
 def test_steady_state_traffic_fits_the_budget():
-    """At 4 refreshes a second: at most 5 messages and 20 KB a second once the run is going."""
+    """At 4 refreshes a second: at most 5 messages and 20 KB per second of wall time once the run is going.
+
+    Rates over at least 3 s by the clock, whatever the machine's speed: a slow machine sends fewer
+    refreshes, each carrying more steps, and a long window takes in the layer table redrawn every
+    2 s at its average. Steps last at least 1/150 s, so a fast machine streams no more points.
+    """
     with recording_comms() as rec:
-        dash = LiveDashboard("model", histograms=True, transport="lab")
-        _train(dash, steps=200, pause=0.005, refresh_interval=0.25, every=5, histograms=True)
-    custom = _custom_messages(rec)
-    steady = custom[2:-1]  # past the first refreshes (styles, first layer table) and before the final one
-    assert steady, len(custom)
-    per_message = [len(str(d)) + sum(len(b) for b in bufs) for d, bufs in steady]
-    assert max(per_message) * 4 <= 20_000, per_message
+        timed = TimedRefreshes(LiveDashboard("model", histograms=True, transport="lab"), rec)
+        deadline = time.monotonic() + 60
+
+        def window_long_enough() -> bool:
+            r = timed.refreshes
+            return time.monotonic() > deadline or (len(r) > 2 and r[-1].at - r[1].at >= 3.0)
+
+        _train(timed, until=window_long_enough, step_time=1 / 150, refresh_interval=0.25, every=5, histograms=True)
+    live = [r for r in timed.refreshes if not r.final]
+    # Not the first two refreshes (the style, the first layer table) nor the final one. Each refresh sends
+    # what came since the one before, so the messages of refreshes 2.. cover the time from refresh 1 on.
+    window = live[-1].at - live[1].at
+    assert window >= 3.0, (window, len(live))
+    steady = [m for r in live[2:] for m in r.messages]
+    messages_per_s = len(steady) / window
+    bytes_per_s = sum(_size(m) for m in steady) / window
+    assert messages_per_s <= 5, messages_per_s
+    assert bytes_per_s <= 20_000, (bytes_per_s, [sum(_size(m) for m in r.messages) for r in live[2:]])

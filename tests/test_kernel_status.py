@@ -14,7 +14,7 @@ import subprocess
 import threading
 import time
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -64,6 +64,15 @@ class KernelDriver:
             except queue.Empty:
                 if time.monotonic() >= deadline:
                     return
+
+    def drain_until(self, done: Callable[[], bool], timeout: float = 30) -> None:
+        """Handles iopub messages until ``done()``, or for ``timeout`` seconds at most."""
+        deadline = time.monotonic() + timeout
+        while not done() and time.monotonic() < deadline:
+            try:
+                self._handle(self.kc.get_iopub_msg(timeout=0.1))
+            except queue.Empty:
+                pass
 
     def execute(self, code: str, timeout: float = 60) -> str:
         """Runs a cell; handles every iopub message until the kernel is idle again."""
@@ -159,7 +168,8 @@ def test_subscription_starts_and_stops_the_publisher_thread(kernel):
     kernel.execute("pass")
     assert "torchmagic-status" in kernel.threads()
     kernel.statuses.clear()
-    kernel.drain(1.2)  # the kernel is idle: only the thread sends now
+    # The kernel is idle: only the thread sends now, every 0.25 s, or later on a loaded machine.
+    kernel.drain_until(lambda: len(kernel.statuses) >= 3)
     assert len(kernel.statuses) >= 3, len(kernel.statuses)
     assert all(s["interval"] == 0.25 for s in kernel.statuses)
     seqs = [s["seq"] for s in kernel.statuses]

@@ -171,11 +171,11 @@ def test_instrumentation_never_changes_the_numbers(shell, setup):
         ns = shell.user_ns
         return (torch.stack(ns["losses"]), [p.detach().clone() for p in ns["model"].parameters()], torch.get_rng_state())
 
-    bare = outcome("")
-    watched = outcome("%%train --every 1 --histograms\n")
-    assert torch.equal(bare[0], watched[0])
-    assert all(torch.equal(a, b) for a, b in zip(bare[1], watched[1]))
-    assert torch.equal(bare[2], watched[2])
+    bare_losses, bare_params, bare_rng = outcome("")
+    losses, params, rng = outcome("%%train --every 1 --histograms\n")
+    assert torch.equal(bare_losses, losses)
+    assert all(torch.equal(a, b) for a, b in zip(bare_params, params))
+    assert torch.equal(bare_rng, rng)
     assert torchmagic.last_run().steps == (8 if "Conv2d" in setup else 12)
 
 

@@ -11,7 +11,7 @@ from torchmagic.core.monitor import TrainingMonitor, active_monitor
 from torchmagic.core.result import RunResult
 from torchmagic.core.runs import set_last_run
 
-DISPLAY_MODES = ("auto", "widgets", "stock", "text", "none")
+TRAIN_DISPLAYS = ("auto", "widgets", "stock", "text", "none")  # display= of train() and %%train --display
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -47,8 +47,8 @@ class TrainingRun:
             raise ValueError(f"every must be >= 0, got {every}")
         if refresh <= 0:
             raise ValueError(f"refresh must be > 0 (Hz), got {refresh}")
-        if display not in DISPLAY_MODES:
-            raise ValueError(f"display must be one of {', '.join(DISPLAY_MODES)}; got {display!r}")
+        if display not in TRAIN_DISPLAYS:
+            raise ValueError(f"display must be one of {', '.join(TRAIN_DISPLAYS)}; got {display!r}")
         self.display_mode = display
         self.title = title
         self.monitor = TrainingMonitor(

@@ -8,7 +8,11 @@ from torchmagic.core.monitor import Snapshot
 
 
 def make_display(mode: str, *, title: str = "", histograms: bool = False) -> Callable[[Snapshot], None] | None:
-    """The refresh callback for ``mode``: "auto", "widgets", "lab", "text" or "none"."""
+    """The refresh callback for ``mode``: "auto", "widgets", "stock", "lab", "text" or "none".
+
+    "widgets" is the dashboard: through the lab extension where it is there ("lab"), else through
+    stock ipywidgets + jupyter_bokeh ("stock"), the two transports of ``LiveDashboard``.
+    """
     from torchmagic.display import frontend
 
     if mode == "auto":
@@ -18,7 +22,7 @@ def make_display(mode: str, *, title: str = "", histograms: bool = False) -> Cal
     if mode in ("lab", "stock"):
         from torchmagic.display.dashboard import LiveDashboard
 
-        return LiveDashboard(title, histograms=histograms, transport="lab" if mode == "lab" else "widgets")
+        return LiveDashboard(title, histograms=histograms, transport=mode)
     if mode == "text":
         from torchmagic.display.text import TextProgress
 

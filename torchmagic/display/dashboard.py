@@ -4,7 +4,7 @@ Two ways to reach the browser:
 
 * ``lab`` — the lab extension's ``DashboardView``: each refresh is ONE custom widget message
   carrying every section, the progress and all curve points as float32 buffers;
-* ``widgets`` — stock ipywidgets + jupyter_bokeh (for front ends without the extension): the
+* ``stock`` — stock ipywidgets + jupyter_bokeh (for front ends without the extension): the
   same content, more messages, so it refreshes less often.
 
 When the run ends the live output is replaced by a static HTML snapshot (SVG charts), which
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
-import ipywidgets as widgets
+import ipywidgets
 import numpy as np
 from IPython.display import HTML, display
 from jupyter_bokeh import BokehModel
@@ -26,19 +26,35 @@ from jupyter_bokeh import BokehModel
 from torchmagic.core.monitor import Snapshot
 from torchmagic.core.result import RunResult
 from torchmagic.display import figures, panels, protocol
-from torchmagic.display.series import Decimator, ema
+from torchmagic.display.series import Columns, Decimator, SeriesBatch, UpdateKind, ema
 from torchmagic.display.svg import PALETTE
 from torchmagic.display.widget import DashboardWidget
 
 HIST_ROLLOVER_SNAPSHOTS = 64
 LAYER_TABLE_INTERVAL = 2.0  # seconds between redraws of the (larger) layer table
-WIDGETS_INTERVAL = 2.0  # the stock-widget path sends more messages per refresh: refresh less often
+STOCK_INTERVAL = 2.0  # the stock transport sends more messages per refresh: refresh less often
+TRANSPORTS = ("lab", "stock")
+
+
+class SourceUpdate(NamedTuple):
+    """New points for one bokeh source: appended (``stream``, keeping ``rollover`` at most) or replacing all."""
+
+    kind: UpdateKind
+    source: Any  # a ColumnDataSource of the figures
+    columns: Columns
+    rollover: int | None = None
+
+    @classmethod
+    def of(cls, batch: SeriesBatch, source: Any) -> SourceUpdate:
+        return cls(batch.kind, source, batch.columns)
 
 
 class LiveDashboard:
     """A monitor ``on_refresh`` callback that draws the run and freezes it at the end."""
 
     def __init__(self, title: str = "", *, histograms: bool = False, transport: str = "lab") -> None:
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}; got {transport!r}")
         self.transport = transport
         self.figs = figures.build(histograms)
         self.plot = BokehModel(self.figs.layout)
@@ -52,19 +68,19 @@ class LiveDashboard:
         self._layer_rows_seen = 0
         self._hist_last_step = 0
         self._sections: dict[str, str] = {}
-        self._alerts_version = -1
+        self._alerts_version = (0, 0)  # (number of alerts, sum of their counts) last drawn
         self._layers_at = 0.0
         self._last_send = 0.0
         self.messages_sent = 0
         if transport == "lab":
-            self.widget: widgets.Widget = DashboardWidget(plot=self.plot, title=title)
-            self._children: list[widgets.Widget] = [self.widget, self.plot]
+            self.widget: ipywidgets.Widget = DashboardWidget(plot=self.plot, title=title)
+            self._children: list[ipywidgets.Widget] = [self.widget, self.plot]
         else:
-            self._html = {name: widgets.HTML() for name in protocol.SECTIONS}
-            self._bar = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, description="", layout={"width": "60%"})
-            self._bar_label = widgets.Label()
-            row = widgets.HBox([self._bar, self._bar_label])
-            self.widget = widgets.VBox(
+            self._html = {name: ipywidgets.HTML() for name in protocol.SECTIONS}
+            self._bar = ipywidgets.FloatProgress(value=0.0, min=0.0, max=1.0, description="", layout={"width": "60%"})
+            self._bar_label = ipywidgets.Label()
+            row = ipywidgets.HBox([self._bar, self._bar_label])
+            self.widget = ipywidgets.VBox(
                 [self._html["header"], row, self._html["alerts"], self.plot, self._html["layers"], self._html["footer"]]
             )
             self._children = [self.widget, row, self._bar, self._bar_label, self.plot, *self._html.values()]
@@ -76,16 +92,16 @@ class LiveDashboard:
         if self.frozen:
             return
         now = time.monotonic()
-        if not snap.final and self.transport != "lab" and now - self._last_send < WIDGETS_INTERVAL:
+        if not snap.final and self.transport == "stock" and now - self._last_send < STOCK_INTERVAL:
             return
         self._last_send = now
         sections = self._changed_sections(snap, now)
-        batches = self._column_batches(snap.result)
+        updates = self._source_updates(snap.result)
         progress = {"fraction": snap.fraction, "label": panels.progress_label(snap)}
         if self.transport == "lab":
-            self._send_lab(sections, progress, batches)
+            self._send_lab(sections, progress, updates)
         else:
-            self._apply_widgets(sections, progress, batches)
+            self._apply_stock(sections, progress, updates)
         if snap.final:
             self.freeze(snap.result, snap)
 
@@ -108,9 +124,9 @@ class LiveDashboard:
         self._sections.update(changed)
         return changed
 
-    def _column_batches(self, r: RunResult) -> list[tuple[str, Any, dict[str, np.ndarray], int | None]]:
-        """(kind, source, columns, rollover) for every source with something new."""
-        out: list[tuple[str, Any, dict[str, np.ndarray], int | None]] = []
+    def _source_updates(self, r: RunResult) -> list[SourceUpdate]:
+        """An update for every source with something new."""
+        out: list[SourceUpdate] = []
         cols = r.columns
         losses = cols.get("loss", [])
         smoothed, self._ema_last = ema(losses[len(self._ema) :], start=self._ema_last)
@@ -122,25 +138,25 @@ class LiveDashboard:
             "lr": cols.get("lr", []),
             "rate": cols.get("samples_per_s", []),
         }
-        got = self._steps.take({k: v if v else [None] * len(step_cols["x"]) for k, v in step_cols.items()}, "x")
-        if got:
-            out.append((got[0], self.figs.steps, got[1], None))
+        batch = self._steps.take({k: v if v else [None] * len(step_cols["x"]) for k, v in step_cols.items()}, "x")
+        if batch is not None:
+            out.append(SourceUpdate.of(batch, self.figs.steps))
         mem = r.memory
         if mem.get("time"):
             n = len(mem["time"])
             mem_cols = {"t": mem["time"]}
             for key in ("rss", "cuda_allocated", "cuda_reserved"):
                 mem_cols[key] = mem.get(key) or [None] * n
-            got = self._memory.take(mem_cols, "t")
-            if got:
+            batch = self._memory.take(mem_cols, "t")
+            if batch is not None:
                 for key in ("rss", "cuda_allocated", "cuda_reserved"):
-                    got[1][key] = got[1][key] / np.float32(2**20)
-                out.append((got[0], self.figs.memory, got[1], None))
+                    batch.columns[key] = batch.columns[key] / np.float32(2**20)
+                out.append(SourceUpdate.of(batch, self.figs.memory))
         self._collect_layer_rows(r)
-        got = self._layer_dec.take(self._layer_cols, "x")
-        if got:
-            out.append((got[0], self.figs.layers, got[1], None))
-        hist = self._histogram_batch(r)
+        batch = self._layer_dec.take(self._layer_cols, "x")
+        if batch is not None:
+            out.append(SourceUpdate.of(batch, self.figs.layers))
+        hist = self._histogram_update(r)
         if hist is not None:
             out.append(hist)
         return out
@@ -169,7 +185,7 @@ class LiveDashboard:
                     col = self._layer_cols.setdefault(f"{prefix}{i}", [None] * n)
                     col.append(values.get(f"{prefix}{i}"))
 
-    def _histogram_batch(self, r: RunResult) -> tuple[str, Any, dict[str, np.ndarray], int | None] | None:
+    def _histogram_update(self, r: RunResult) -> SourceUpdate | None:
         h = r.histograms
         if self.figs.hist is None or not h or not h["steps"] or h["steps"][-1] <= self._hist_last_step:
             return None
@@ -185,25 +201,20 @@ class LiveDashboard:
             "w": np.full(len(ys), width, dtype=np.float32),
             "v": values,
         }
-        return "stream", self.figs.hist, columns, HIST_ROLLOVER_SNAPSHOTS * len(ys)
+        return SourceUpdate("stream", self.figs.hist, columns, HIST_ROLLOVER_SNAPSHOTS * len(ys))
 
     # ------------------------------------------------------------------ transports
-    def _send_lab(
-        self,
-        sections: dict[str, str],
-        progress: dict[str, Any],
-        batches: list[tuple[str, Any, dict[str, np.ndarray], int | None]],
-    ) -> None:
+    def _send_lab(self, sections: dict[str, str], progress: dict[str, Any], updates: list[SourceUpdate]) -> None:
         buffers: list[bytes] = []
         streams: list[protocol.ColumnBatch] = []
         replace: list[protocol.ColumnBatch] = []
-        for kind, source, columns, rollover in batches:
+        for update in updates:
             index = {}
-            for name, arr in columns.items():
+            for name, arr in update.columns.items():
                 index[name] = len(buffers)
                 buffers.append(np.ascontiguousarray(arr, dtype="<f4").tobytes())
-            batch: protocol.ColumnBatch = {"source": source.id, "columns": index, "rollover": rollover}
-            (streams if kind == "stream" else replace).append(batch)
+            batch: protocol.ColumnBatch = {"source": update.source.id, "columns": index, "rollover": update.rollover}
+            (streams if update.kind == "stream" else replace).append(batch)
         message: protocol.RefreshMessage = {
             "kind": protocol.REFRESH,
             "sections": sections,
@@ -214,24 +225,19 @@ class LiveDashboard:
         self.widget.send_refresh(message, buffers)  # type: ignore[attr-defined]
         self.messages_sent += 1
 
-    def _apply_widgets(
-        self,
-        sections: dict[str, str],
-        progress: dict[str, Any],
-        batches: list[tuple[str, Any, dict[str, np.ndarray], int | None]],
-    ) -> None:
+    def _apply_stock(self, sections: dict[str, str], progress: dict[str, Any], updates: list[SourceUpdate]) -> None:
         for name, html in sections.items():
             self._html[name].value = html
         fraction = progress["fraction"]
         self._bar.bar_style = "" if fraction is not None else "info"
         self._bar.value = fraction if fraction is not None else 1.0
         self._bar_label.value = progress["label"]
-        for kind, source, columns, rollover in batches:
-            data = {name: _nan_to_none(arr) for name, arr in columns.items()}
-            if kind == "stream":
-                source.stream(data, rollover)
+        for update in updates:
+            data = {name: _nan_to_none(arr) for name, arr in update.columns.items()}
+            if update.kind == "stream":
+                update.source.stream(data, update.rollover)
             else:
-                source.data = data
+                update.source.data = data
 
     # ------------------------------------------------------------------ end
     def freeze(self, result: RunResult, snap: Snapshot | None = None) -> None:

@@ -138,7 +138,7 @@ def snapshot_html(result: RunResult, snap: Snapshot | None = None) -> str:
     cols = result.columns
     steps = cols.get("step", [])
     charts = [
-        svg.line_chart("loss", steps, {"loss": cols.get("loss", []), "smoothed": ema(cols.get("loss", []))[0]}),
+        svg.line_chart("loss", steps, {"loss": cols.get("loss", []), "smoothed": ema(cols.get("loss", [])).values}),
         svg.line_chart("learning rate", steps, {"lr": cols.get("lr", [])}),
         svg.line_chart("samples/s", steps, {"samples/s": cols.get("samples_per_s", [])}),
         svg.line_chart("gradient norm (log10)", steps, {"grad norm": cols.get("grad_norm", [])}, log_y=True),

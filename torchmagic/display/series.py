@@ -9,10 +9,19 @@ most ``limit`` points per curve in the browser, and the cost of a refresh stays 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, NamedTuple
 
 import numpy as np
 
 Columns = dict[str, np.ndarray]
+UpdateKind = Literal["stream", "replace"]
+
+
+class SeriesBatch(NamedTuple):
+    """What a :class:`Decimator` hands out: points to append (``stream``) or the whole curve (``replace``)."""
+
+    kind: UpdateKind
+    columns: Columns
 
 
 def as_float32(values: Sequence[float | None]) -> np.ndarray:
@@ -26,8 +35,8 @@ class Decimator:
         self.consumed = 0  # history rows already folded into sent points
         self.sent = 0  # points in the browser
 
-    def take(self, columns: dict[str, Sequence[float | None]], x: str) -> tuple[str, Columns] | None:
-        """("stream" | "replace", columns) for what changed since the last call, or None."""
+    def take(self, columns: dict[str, Sequence[float | None]], x: str) -> SeriesBatch | None:
+        """What changed since the last call, or None."""
         n = len(columns.get(x, ()))
         complete = (n // self.stride) * self.stride
         if complete <= self.consumed:
@@ -36,13 +45,13 @@ class Decimator:
         if self.sent + new_points <= self.limit:
             batch = self._buckets(columns, x, self.consumed, complete)
             self.consumed, self.sent = complete, self.sent + new_points
-            return "stream", batch
+            return SeriesBatch("stream", batch)
         while n // self.stride > self.limit // 2:
             self.stride *= 2
         complete = (n // self.stride) * self.stride
         batch = self._buckets(columns, x, 0, complete)
         self.consumed, self.sent = complete, complete // self.stride
-        return "replace", batch
+        return SeriesBatch("replace", batch)
 
     def _buckets(self, columns: dict[str, Sequence[float | None]], x: str, start: int, stop: int) -> Columns:
         s = self.stride
@@ -59,14 +68,17 @@ class Decimator:
         return out
 
 
-def ema(
-    values: Sequence[float | None], alpha: float = 0.1, start: float | None = None
-) -> tuple[list[float | None], float | None]:
-    """Exponential moving average, continuing from ``start``; returns (smoothed, last)."""
+class Smoothed(NamedTuple):
+    values: list[float | None]
+    last: float | None  # where the next call continues from
+
+
+def ema(values: Sequence[float | None], alpha: float = 0.1, start: float | None = None) -> Smoothed:
+    """Exponential moving average, continuing from ``start``."""
     out: list[float | None] = []
     avg = start
     for v in values:
         if v is not None and np.isfinite(v):
             avg = v if avg is None else avg + alpha * (v - avg)
         out.append(avg)
-    return out, avg
+    return Smoothed(out, avg)

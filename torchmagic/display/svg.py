@@ -5,19 +5,27 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from html import escape
+from typing import NamedTuple
 
 from torchmagic.core.formatting import number
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
 
-def _finite_pairs(xs: Sequence[float | None], ys: Sequence[float | None]) -> list[tuple[float, float]]:
+class Point(NamedTuple):
+    x: float
+    y: float
+
+
+def _finite_points(xs: Sequence[float | None], ys: Sequence[float | None]) -> list[Point]:
     return [
-        (float(x), float(y)) for x, y in zip(xs, ys) if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)
+        Point(float(x), float(y))
+        for x, y in zip(xs, ys)
+        if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)
     ]
 
 
-def decimate(points: list[tuple[float, float]], limit: int = 300) -> list[tuple[float, float]]:
+def decimate(points: list[Point], limit: int = 300) -> list[Point]:
     if len(points) <= limit:
         return points
     stride = math.ceil(len(points) / limit)
@@ -37,9 +45,9 @@ def line_chart(
     pad_l, pad_b, pad_t = 46, 18, 18
     lines = {}
     for name, ys in series.items():
-        pts = _finite_pairs(xs, ys)
+        pts = _finite_points(xs, ys)
         if log_y:
-            pts = [(x, math.log10(y)) for x, y in pts if y > 0]
+            pts = [Point(p.x, math.log10(p.y)) for p in pts if p.y > 0]
         if pts:
             lines[name] = decimate(pts)
     head = f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" class="tm-chart">'
@@ -50,8 +58,8 @@ def line_chart(
             + f'<text x="{width // 2}" y="{height // 2}" font-size="10" fill="#999" text-anchor="middle">no data</text></svg>'
         )
     all_pts = [p for pts in lines.values() for p in pts]
-    x0, x1 = min(p[0] for p in all_pts), max(p[0] for p in all_pts)
-    y0, y1 = min(p[1] for p in all_pts), max(p[1] for p in all_pts)
+    x0, x1 = min(p.x for p in all_pts), max(p.x for p in all_pts)
+    y0, y1 = min(p.y for p in all_pts), max(p.y for p in all_pts)
     x1 = x1 if x1 > x0 else x0 + 1
     y1 = y1 if y1 > y0 else y0 + (abs(y0) or 1) * 0.1
     pw, ph = width - pad_l - 6, height - pad_b - pad_t
@@ -74,7 +82,7 @@ def line_chart(
     ]
     for i, (name, pts) in enumerate(lines.items()):
         color = PALETTE[i % len(PALETTE)]
-        path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
+        path = " ".join(f"{sx(p.x):.1f},{sy(p.y):.1f}" for p in pts)
         body.append(
             f'<polyline fill="none" stroke="{color}" stroke-width="1.2" points="{path}"><title>{escape(name)}</title></polyline>'
         )

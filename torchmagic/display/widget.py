@@ -7,7 +7,7 @@ message whatever the number of plots.
 
 from __future__ import annotations
 
-import ipywidgets as widgets
+import ipywidgets
 from jupyter_bokeh import BokehModel
 from traitlets import Instance, Unicode
 
@@ -15,7 +15,7 @@ from torchmagic._version import __version__
 from torchmagic.display import protocol
 
 
-class DashboardWidget(widgets.DOMWidget):
+class DashboardWidget(ipywidgets.DOMWidget):
     _model_name = Unicode("DashboardModel").tag(sync=True)
     _model_module = Unicode(protocol.MODULE_NAME).tag(sync=True)
     _model_module_version = Unicode(protocol.MODULE_VERSION).tag(sync=True)
@@ -23,7 +23,7 @@ class DashboardWidget(widgets.DOMWidget):
     _view_module = Unicode(protocol.MODULE_NAME).tag(sync=True)
     _view_module_version = Unicode(protocol.MODULE_VERSION).tag(sync=True)
 
-    plot = Instance(BokehModel, allow_none=True).tag(sync=True, **widgets.widget_serialization)
+    plot = Instance(BokehModel, allow_none=True).tag(sync=True, **ipywidgets.widget_serialization)
     title = Unicode("").tag(sync=True)
     version = Unicode(__version__).tag(sync=True)
 

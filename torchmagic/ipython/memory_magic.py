@@ -17,8 +17,11 @@ COMMANDS = ("on", "off", "clear", "show")
 _VALUE_OPTIONS = ("--top", "--every")
 
 
-class CellRecorder:
-    """``pre_run_cell`` / ``post_run_cell`` handlers: ``%memory on`` recording, status pushes."""
+class MemoryCellLog:
+    """``%memory on``: measures each following cell into the history (``pre_run_cell`` / ``post_run_cell``).
+
+    After every cell, recorded or not, it also pushes the side panel's status.
+    """
 
     def __init__(self, shell: Any) -> None:
         self.shell = shell
@@ -82,9 +85,9 @@ class CellRecorder:
 
 @magics_class
 class MemoryMagics(Magics):
-    def __init__(self, shell: Any, recorder: CellRecorder) -> None:
+    def __init__(self, shell: Any, cell_log: MemoryCellLog) -> None:
         super().__init__(shell)
-        self.recorder = recorder
+        self.cell_log = cell_log
 
     @magic_arguments()
     @argument("--by-module", action="store_true", help="also find the modules whose forward held the most memory")
@@ -155,10 +158,10 @@ class MemoryMagics(Magics):
 
     def _command(self, command: str, options: dict[str, Any]) -> Any:
         if command == "on":
-            self.recorder.start(**options)
+            self.cell_log.start(**options)
             return None
         if command == "off":
-            self.recorder.stop(discard=True)
+            self.cell_log.stop(discard=True)
             return None
         if command == "clear":
             memtrack.clear_history()
@@ -167,8 +170,8 @@ class MemoryMagics(Magics):
 
     def _measure(self, code: str, options: dict[str, Any]) -> CellMemory:
         __tracebackhide__ = True
-        self.recorder.recorded_by_magic = True
-        tracker = CellMemoryTracker(names=self.recorder.module_name, **options)
+        self.cell_log.recorded_by_magic = True
+        tracker = CellMemoryTracker(names=self.cell_log.module_name, **options)
         compiled = compile(code, self.shell.compile.cache(code), "exec", dont_inherit=True)
         tracker.start(self.shell.execution_count - 1, code)  # the running cell's In[n]
         try:
@@ -178,26 +181,26 @@ class MemoryMagics(Magics):
         return tracker.result
 
 
-_recorder: CellRecorder | None = None
+_cell_log: MemoryCellLog | None = None
 
 
 def load(ipython: Any) -> None:
-    global _recorder
-    if _recorder is not None:
-        _recorder.detach()
-    _recorder = CellRecorder(ipython)
-    _recorder.attach()
-    ipython.register_magics(MemoryMagics(ipython, _recorder))
+    global _cell_log
+    if _cell_log is not None:
+        _cell_log.detach()
+    _cell_log = MemoryCellLog(ipython)
+    _cell_log.attach()
+    ipython.register_magics(MemoryMagics(ipython, _cell_log))
     formatters = ipython.display_formatter.formatters
     formatters["text/html"].for_type_by_name("torchmagic.core.memtrack", "CellMemory", render_html)
     formatters["text/plain"].for_type_by_name("torchmagic.core.memtrack", "CellMemory", render_text)
 
 
 def unload(ipython: Any) -> None:
-    global _recorder
-    recorder, _recorder = _recorder, None
-    if recorder is not None:
-        recorder.detach()
+    global _cell_log
+    cell_log, _cell_log = _cell_log, None
+    if cell_log is not None:
+        cell_log.detach()
     magics = ipython.magics_manager.magics
     magics["line"].pop("memory", None)
     magics["cell"].pop("memory", None)

@@ -10,7 +10,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from torchmagic.api import DISPLAY_MODES, TrainingRun
+from torchmagic.api import TRAIN_DISPLAYS, TrainingRun
 from torchmagic.core.interrupt import TrainingStopped
 from torchmagic.ipython.cell_analysis import calls_method, loop_total, names_read
 
@@ -52,7 +52,7 @@ class TrainMagics(Magics):
     @argument(
         "--display",
         default="auto",
-        choices=DISPLAY_MODES,
+        choices=TRAIN_DISPLAYS,
         help="auto: dashboard in a notebook, a text line elsewhere; stock: dashboard without the lab extension",
     )
     @argument("--refresh", type=float, default=4.0, metavar="HZ", help="display refreshes per second")
