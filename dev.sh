@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One entry point for people and CI.
 #   ./dev.sh demo   set up .venv, then open JupyterLab on demo_notebooks/quickstart.ipynb
-#   ./dev.sh test   set up .venv, then run the whole test suite (pytest)
+#   ./dev.sh test   set up .venv, run the static checks, then the whole test suite (pytest)
+#   ./dev.sh check  set up .venv, then only the static checks
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV="${VENV:-.venv}"
@@ -23,6 +24,15 @@ setup() {
   python -m pip install -q -e ".[test]"
 }
 
+checks() {
+  # What reviewers check by hand: lint, format and types on both sides, and the generated protocol.
+  ruff check .
+  ruff format --check .
+  mypy
+  python labextension/scripts/generate_protocol.py --check
+  (cd labextension && { [ -d node_modules ] || jlpm install; } && jlpm run check)
+}
+
 browser() {
   # The browser tests drive Debian's Chromium; install it where we may.
   if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -35,14 +45,19 @@ case "${1:-}" in
     setup
     exec jupyter lab --ip=127.0.0.1 demo_notebooks/quickstart.ipynb
     ;;
+  check)
+    setup
+    checks
+    ;;
   test)
     setup
+    checks
     browser
     shift
     exec python -m pytest "$@"
     ;;
   *)
-    echo "usage: ./dev.sh demo | test [pytest args]" >&2
+    echo "usage: ./dev.sh demo | check | test [pytest args]" >&2
     exit 2
     ;;
 esac
