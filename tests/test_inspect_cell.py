@@ -80,6 +80,52 @@ def test_each_kind_of_shape_error_is_explained(code, words):
         assert w in f.message, f.message
 
 
+@pytest.mark.parametrize(
+    "code, words",
+    [
+        ("nn.ConvTranspose2d(4, 6, 3, groups=2)(torch.randn(1, 5, 8, 8))", ["5 channels", "in_channels=4"]),
+        ("F.conv_transpose2d(torch.randn(1, 5, 8, 8), torch.randn(4, 6, 3, 3))", ["in_channels=4"]),
+        ("torch.hstack([torch.randn(2, 3), torch.randn(3, 3)])", ["hstack along dim 1", "[2, 3], [3, 3]"]),
+        ("torch.hstack([torch.randn(3), torch.randn(3, 1)])", ["hstack along dim 1"]),
+        ("torch.vstack([torch.randn(3), torch.randn(4)])", ["vstack along dim 0", "[3], [4]"]),
+        ("torch.dstack([torch.randn(2, 3), torch.randn(2, 4)])", ["dstack along dim 2"]),
+        ("torch.randn(2, 3, 4) @ torch.randn(5, 4, 6)", ["batch dimensions [2] of the left and [5]"]),
+        ("torch.bmm(torch.randn(2, 3, 4), torch.randn(5, 4, 6))", ["bmm needs equal batch sizes"]),
+        ("torch.randn(3).add_(torch.randn(2, 3))", ["add_(", "in-place", "broadcast to [2, 3]"]),
+        ("torch.where(torch.ones(3, dtype=torch.bool), torch.randn(2, 3), torch.randn(4))", ["[3] and [4] do not broadcast"]),
+    ],
+)
+def test_transposed_convs_stacks_and_batched_products_are_explained_right(code, words):
+    rec, exc = run(code, {"torch": torch, "nn": nn, "F": F})
+    f = rec.finding_for(exc)
+    assert f is not None and f.kind == "shape_error"
+    for w in words:
+        assert w in f.message, f.message
+
+
+@pytest.mark.parametrize(
+    "code, words",
+    [
+        ("emb = nn.Embedding(10, 4)\nemb(torch.tensor([1, 12]))", ["`emb`", "index 12 is out of range: num_embeddings is 10"]),
+        ("F.embedding(torch.tensor([-1, 3]), torch.randn(10, 4))", ["index -1 is negative", "0…9"]),
+        ("F.embedding(torch.tensor([1.0]), torch.randn(10, 4))", ["indices are f32", ".long()"]),
+        ("torch.index_select(torch.randn(10, 4), 0, torch.tensor([1, 12]))", ["dimension 0 of [10, 4] has size 10"]),
+        ("F.cross_entropy(torch.randn(4, 10), torch.tensor([1, 2, -100, 12]))", ["target 12", "10 classes", "1 of 3"]),
+        ("torch.gather(torch.randn(3, 4), 1, torch.tensor([[5]]))", ["index 5 is out of bounds"]),
+        ("torch.randn(10, 4)[torch.tensor([12])]", ["index 12 is out of bounds"]),
+        ("torch.take(torch.randn(3), torch.tensor([5]))", ["tried to access index 5"]),
+        ("torch.zeros(3).scatter_(0, torch.tensor([7]), 1.0)", ["index 7 is out of bounds"]),
+    ],
+)
+def test_index_errors_say_which_index_and_never_blame_broadcasting(code, words):
+    rec, exc = run(code, {"torch": torch, "nn": nn, "F": F})
+    f = rec.finding_for(exc)
+    assert f is not None and f.kind == "op_error" and not f.message.startswith("Shape error")
+    assert "broadcast" not in f.message, f.message
+    for w in words:
+        assert w in f.message, f.message
+
+
 def test_loss_broadcasting_is_flagged_with_both_shapes():
     code = (
         "pred = torch.randn(16, 1)\ny = torch.randn(16)\n"

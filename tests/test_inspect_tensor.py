@@ -141,10 +141,39 @@ def test_views_are_indexed_without_copying_the_whole_tensor():
     expanded = base.expand(50_000, 7)
     r = inspect_tensor(expanded, "e")
     assert r.card.storage_bytes == 28 and r.card.nbytes == 50_000 * 7 * 4 and r.card.strides == (0, 1)
-    assert r.stats["max"] == pytest.approx(base.max().item()) and r.sample_size == 65536
+    assert r.stats["max"] == pytest.approx(base.max().item()) and r.sample_size == 7  # each distinct value once
     t = torch.randn(300, 200).t()
     s = inspect_tensor(t, "t")
     assert s.card.contiguous is False and s.stats["min"] == pytest.approx(t.min().item())
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torch.randn(3, 1, 5).expand(3, 4, 5),
+        lambda: torch.tensor([1.0, float("nan"), 0.0, float("inf")]).reshape(4, 1).expand(4, 6),
+        lambda: torch.tensor([True, False, True]).expand(5, 3),
+        lambda: torch.arange(6).reshape(2, 1, 3).expand(2, 7, 3),
+        lambda: torch.tensor(2.0).expand(9),
+        lambda: torch.randn(1, 3, 1, 1).expand(8, 3, 16, 16),
+    ],
+)
+def test_expanded_views_give_the_statistics_of_their_copy(make):
+    x = make()
+    r, ref = inspect_tensor(x, "x"), inspect_tensor(x.contiguous(), "copy")
+    assert set(r.stats) == set(ref.stats)
+    for key, want in ref.stats.items():
+        assert r.stats[key] == (want if want is None or isinstance(want, int) else pytest.approx(want, rel=1e-5)), key
+    assert [v.kind for v in r.views] == [v.kind for v in ref.views]
+    for mine, theirs in zip(r.views, ref.views):
+        if mine.kind == "channels":
+            assert mine.data == [pytest.approx(row, rel=1e-5) for row in theirs.data]
+
+
+def test_a_bias_expanded_to_a_trillion_elements_answers_at_once():
+    r = inspect_tensor(torch.tensor([0.0, 2.0]).expand(500_000_000_000, 2), "huge")
+    assert r.stats["numel"] == 10**12 and r.stats["zeros"] == 5 * 10**11 and r.stats["mean"] == 1.0
+    assert r.stats["std"] == pytest.approx(1.0) and r.card.storage_bytes == 8
 
 
 def test_over_2_pow_24_elements():
@@ -259,3 +288,52 @@ def test_cuda_statistics_need_one_transfer_per_view_and_no_item():
     bad = x.clone()
     bad[0, 0, 0, :3] = float("nan")
     assert inspect_tensor(bad, "b").stats["nan"] == 3
+
+
+def test_complex32_is_upcast_to_complex64():
+    z = torch.tensor([3 + 4j, -1 + 0j, 1j], dtype=torch.complex64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # creating ComplexHalf warns that its support is experimental
+        half = z.to(torch.complex32)
+    r, ref = inspect_tensor(half, "h"), inspect_tensor(z, "z")
+    assert r.stats == pytest.approx(ref.stats) and "complex32 upcast to complex64" in r.note
+
+
+def test_float4_decodes_both_nibbles_of_every_byte():
+    packed = torch.tensor([0x12, 0xF0, 0x07, 0x88], dtype=torch.uint8).view(torch.float4_e2m1fn_x2)
+    r = inspect_tensor(packed, "p")
+    values = [1.0, 0.5, 0.0, -6.0, 6.0, 0.0, -0.0, -0.0]  # low nibble, high nibble
+    assert (r.stats["numel"], r.stats["min"], r.stats["max"], r.stats["zeros"]) == (8, -6.0, 6.0, 4)
+    assert r.stats["mean"] == pytest.approx(np.mean(values)) and r.card.numel == 4 and r.views == []
+    assert "two 4-bit floats" in r.note
+
+
+def test_mkldnn_reduces_its_dense_copy():
+    x = torch.randn(2, 3, 4, 4)
+    r, ref = inspect_tensor(x.to_mkldnn(), "m"), inspect_tensor(x, "x")
+    assert r.card.kind == "mkldnn" and r.card.strides is None and r.card.nbytes == x.numel() * 4
+    assert r.stats == pytest.approx(ref.stats) and [v.kind for v in r.views] == ["image", "channels"]
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda: torch.zeros(4, dtype=torch.uint8).view(torch.bits8), ["bits8 holds raw bits", "t.view(torch.uint8)"]),
+        (lambda: torch.zeros(4, dtype=torch.int16).view(torch.bits16), ["bits16", "t.view(torch.uint16)"]),
+        (lambda: torch.zeros(4, dtype=torch.uint8).view(torch.uint4), ["uint4 is a shell dtype", "no statistics"]),
+        (lambda: torch.zeros(4, dtype=torch.uint8).view(torch.int3), ["int3 is a shell dtype"]),
+        (lambda: torch.empty(4, dtype=torch.qint8), ["quantized tensor without a quantizer"]),
+    ],
+)
+def test_values_torch_cannot_read_get_a_card_and_a_one_line_reason(make, words):
+    r = inspect_tensor(make(), "t")
+    assert r.card.shape == (4,) and r.card.nbytes == 4 * (2 if "bits16" in words[0] else 1) and r.stats == {}
+    assert "\n" not in r.note and all(w in r.note for w in words), r.note
+    assert words[0].split()[0] in text(r) and "<img" not in html(r)
+
+
+def test_bool_images_are_black_and_white():
+    img = torch.zeros(3, 4, 4, dtype=torch.bool)
+    img[:, :2] = True
+    pixels = inspect_tensor(img, "b").views[0].data
+    assert pixels[0, 0].tolist() == [255, 255, 255] and pixels[3, 0].tolist() == [0, 0, 0]

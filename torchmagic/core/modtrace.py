@@ -122,6 +122,33 @@ def forward_mismatch(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dic
     return None
 
 
+def meta_mismatch(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    """Why a meta input cannot meet real parameters, or None.
+
+    Other device mismatches are left to the forward, which may move its inputs itself; a meta
+    tensor has no values that any forward could move.
+    """
+    real = sorted({str(t.device) for t in list(module.parameters()) + list(module.buffers()) if t.device.type != "meta"})
+    if not real or not any(t.device.type == "meta" for t in _tensors((args, kwargs))):
+        return None
+    return (
+        f"the input is on meta (a shape without values) but {type(module).__name__}'s parameters are on "
+        f"{', '.join(real)}; give the input values or trace a meta copy of the model"
+    )
+
+
+def _tensors(value: Any, depth: int = 0) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if depth > 6:
+        return []
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _tensors(v, depth + 1)]
+    return []
+
+
 # ---------------------------------------------------------------------------------------------
 # the layer-by-layer trace
 
@@ -232,6 +259,9 @@ def trace_module(
     or "same" (the module's current train/eval mode). Raises what the forward raised, with
     ``result.trace_rows`` filled up to the failing layer in ``exc.inspect_result``.
     """
+    __tracebackhide__ = True  # noqa: F841 - IPython shows the user's forward, not this frame
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"trace_module takes a torch.nn.Module, not {type(module).__name__}")
     kwargs = kwargs or {}
     start = time.perf_counter()
     rows, totals = parameter_rows(module)
@@ -271,6 +301,7 @@ def trace_module(
 def _forward(
     module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], count_flops: bool
 ) -> tuple[Any, tuple[int, dict[str, int]] | None]:
+    __tracebackhide__ = True  # noqa: F841
     if not count_flops:
         return module(*args, **kwargs), None
     from torch.utils.flop_counter import FlopCounterMode

@@ -30,14 +30,21 @@ _OPERATORS = {
     "__truediv__": "div (/)",
     "__rtruediv__": "div (/)",
     "__pow__": "pow (**)",
+    "__iadd__": "add (+=)",
+    "__isub__": "sub (-=)",
+    "__imul__": "mul (*=)",
+    "__itruediv__": "div (/=)",
     "__getitem__": "index []",
     "__setitem__": "index assign []",
 }
 
 
 def op_name(func: Any) -> str:
+    """``add (+)`` for ``__add__``, ``and`` for ``__and__``; an in-place ``add_`` keeps its underscore."""
     name = getattr(func, "__name__", None) or str(func)
-    return _OPERATORS.get(name, name.strip("_") or name)
+    if name in _OPERATORS:
+        return _OPERATORS[name]
+    return name[2:-2] if name.startswith("__") and name.endswith("__") and len(name) > 4 else name
 
 
 def operand_text(t: torch.Tensor) -> str:

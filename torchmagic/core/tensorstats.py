@@ -7,7 +7,8 @@ statistics recomputed over the finite ones (boolean indexing would cost 15× on 
 Min, max, mean and std are over the finite values, as lovely-tensors reports them.
 
 ``inspect_tensor`` adds the card (``tensorcard``) and the shape-chosen views (``tensorviews``);
-``tensorvalues`` turns every layout and dtype into values these reductions can take.
+``tensorvalues`` turns every layout and dtype into values these reductions can take, or says why
+there are none. It works or says why: no dtype, layout or subclass makes it raise.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 
 from torchmagic.core.inspect_result import InspectResult
 from torchmagic.core.tensorcard import card
-from torchmagic.core.tensorvalues import as_real, is_integer, reducible
+from torchmagic.core.tensorvalues import is_integer, reducible, repeated_std
 from torchmagic.core.tensorviews import shape_views
 
 SAMPLE = 65536
@@ -30,23 +31,55 @@ SEED = 0
 
 @torch.no_grad()
 def inspect_tensor(t: torch.Tensor, name: str = "tensor", *, views: bool = True) -> InspectResult:
-    """The card, statistics, histogram sample and shape-chosen views of ``t``; never raises for a dtype."""
+    """The card, statistics, histogram sample and shape-chosen views of ``t``.
+
+    Never raises for a dtype or a layout: where torch cannot read the values, ``note`` says why.
+    """
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"inspect_tensor takes a torch.Tensor, not {type(t).__name__}")
     about = card(t)
     result = InspectResult(kind="tensor", name=name, card=about)
     if about.kind in ("meta", "fake"):
         result.note = f"{about.kind} tensor: it has a shape and a dtype but no values"
         return result
-    found = reducible(t)
-    result.note = found.note
-    stats, sample = _reduce(found.values, found.implicit_zeros)
+    try:
+        found = reducible(t)
+        if found.values is None:
+            result.note = found.note
+            return result
+        stats, sample = _reduce(found.values, found.implicit_zeros)
+    except Exception as exc:  # noqa: BLE001 - a kernel this build or a tensor subclass lacks: say so instead
+        what = f"{about.dtype} on {about.device}" if type(t) in (torch.Tensor, torch.nn.Parameter) else type(t).__name__
+        result.note = f"no statistics: torch could not reduce this {what} ({_first_line(exc)})"
+        return result
+    if found.repeat > 1:
+        _repeat(stats, found.repeat)
     stats.update(found.extras)
-    result.stats = stats
+    result.stats, result.note = stats, found.note
     result.sample_size = len(sample)
     result.histogram = _histogram(sample, integer=is_integer(found.values.dtype))
-    if views and about.kind in ("dense", "quantized"):
-        dense = t.dequantize() if t.is_quantized else t
-        result.views = shape_views(as_real(dense), stats)
+    if views and found.picture is not None:
+        try:
+            result.views = shape_views(found.picture, stats)
+        except Exception as exc:  # noqa: BLE001 - the statistics stand without a picture
+            result.note = "; ".join(n for n in (result.note, f"no picture: {_first_line(exc)}") if n)
     return result
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= 160 else line[:159] + "…"
+
+
+def _repeat(stats: dict[str, Any], k: int) -> None:
+    """Statistics of the distinct values of an expanded view turned into those of the whole view."""
+    counted = stats.get("finite", stats["numel"])  # the values the std was taken over
+    stats["std"] = repeated_std(stats["std"], counted, k) if stats["mean"] is not None else None
+    for key in ("numel", "zeros", "nan", "posinf", "neginf", "finite", "true", "false", "sum"):
+        if isinstance(stats.get(key), (int, float)):
+            stats[key] *= k
+    stats["norm"] *= math.sqrt(k)
 
 
 def _reduce(v: torch.Tensor, implicit_zeros: int) -> tuple[dict[str, Any], np.ndarray]:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from torchmagic.core.inspect_result import View
+from torchmagic.core.tensorvalues import as_real, collapse_expanded
 
 IMAGE_SIDE = 256
 GRID_SIDE = 96
@@ -25,7 +26,10 @@ _CHANNEL_STATS = ("min", "max", "mean", "std")
 
 
 def shape_views(t: torch.Tensor, stats: dict[str, Any]) -> list[View]:
-    """The views that fit ``t``'s shape; its statistics scale the images and say whether to mask non-finite values."""
+    """The views that fit ``t``'s shape; its statistics scale the images and say whether to mask non-finite values.
+
+    ``t`` may have any dtype ``as_real`` takes: only the small pieces shown are converted.
+    """
     if t.numel() == 0 or stats.get("finite") == 0:
         return []
     dims = t.dim()
@@ -60,7 +64,7 @@ def _stride_note(shape: torch.Size) -> str:
 
 
 def _heat(t: torch.Tensor) -> np.ndarray:
-    return _strided(t, HEATMAP_SIDE).to(torch.float64).cpu().numpy()
+    return as_real(_strided(t, HEATMAP_SIDE)).to(torch.float64).cpu().numpy()
 
 
 def _to_uint8(pixels: np.ndarray, dtype: torch.dtype, stats: dict[str, Any]) -> np.ndarray:
@@ -79,7 +83,7 @@ def _to_uint8(pixels: np.ndarray, dtype: torch.dtype, stats: dict[str, Any]) -> 
 
 
 def _image(t: torch.Tensor, stats: dict[str, Any]) -> View:
-    pixels = _strided(t, IMAGE_SIDE).permute(1, 2, 0).to(torch.float64).cpu().numpy()
+    pixels = as_real(_strided(t, IMAGE_SIDE).permute(1, 2, 0)).to(torch.float64).cpu().numpy()
     return View(
         "image",
         f"image {t.shape[1]}×{t.shape[2]}",
@@ -90,7 +94,7 @@ def _image(t: torch.Tensor, stats: dict[str, Any]) -> View:
 
 def _image_grid(t: torch.Tensor, stats: dict[str, Any]) -> View:
     n = min(t.shape[0], GRID_IMAGES)
-    small = _strided(t[:n], GRID_SIDE).permute(0, 2, 3, 1).to(torch.float64).cpu().numpy()
+    small = as_real(_strided(t[:n], GRID_SIDE).permute(0, 2, 3, 1)).to(torch.float64).cpu().numpy()
     cols = min(n, 8)
     rows = math.ceil(n / cols)
     _, h, w, c = small.shape
@@ -105,7 +109,9 @@ def _image_grid(t: torch.Tensor, stats: dict[str, Any]) -> View:
 def _channels(t: torch.Tensor, channel_dim: int, nonfinite: bool) -> View:
     c = t.shape[channel_dim]
     k = min(c, CHANNELS)
-    x = t.narrow(channel_dim, 0, k).movedim(channel_dim, 0).reshape(k, -1)
+    # per-channel min, max, mean and population std are the same over an expand()'s distinct elements
+    x, _ = collapse_expanded(t.narrow(channel_dim, 0, k).movedim(channel_dim, 0), start=1)
+    x = as_real(x).reshape(k, -1)
     x = x.to(torch.float64) if x.dtype == torch.float64 or not x.dtype.is_floating_point else x.float()
     if nonfinite:
         finite = torch.isfinite(x)
@@ -133,7 +139,7 @@ def _slices(t: torch.Tensor) -> list[View]:
         index = tuple(int(j) for j in np.unravel_index(i, tuple(lead)))
         picked.append(index)
     stacked = (
-        torch.stack([_strided(flat[i] if flat is not None else t[idx], HEATMAP_SIDE) for i, idx in enumerate(picked)])
+        as_real(torch.stack([_strided(flat[i] if flat is not None else t[idx], HEATMAP_SIDE) for i, idx in enumerate(picked)]))
         .to(torch.float64)
         .cpu()
         .numpy()

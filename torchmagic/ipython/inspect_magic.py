@@ -11,7 +11,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from torchmagic.core.celltrace import OpRecorder
 from torchmagic.core.inspect_result import InspectResult
-from torchmagic.core.modtrace import forward_mismatch, parameter_rows, trace_module
+from torchmagic.core.modtrace import forward_mismatch, meta_mismatch, parameter_rows, trace_module
 from torchmagic.core.tensorstats import inspect_tensor
 
 
@@ -41,7 +41,8 @@ class InspectMagics(Magics):
 
         ``%tensor_inspect x``: shape, dtype, device, layout, strides, memory, autograd state, statistics
         over the finite values (NaN and ±Inf counted apart), a histogram of a sample, and pictures
-        chosen by shape (image, image grid, per-channel table, heatmap, slices).
+        chosen by shape (image, image grid, per-channel table, heatmap, slices). Every dtype and
+        layout gets its card; where torch cannot read the values (bits8, uint4, …) a note says why.
 
         ``%tensor_inspect model --input x``: parameters and buffers, FLOPs and the input/output
         shapes of every layer; the model's mode, parameters, buffers and the RNG state are left
@@ -67,33 +68,35 @@ class InspectMagics(Magics):
             return self._cell(cell, args)
         expression = " ".join(args.expression).strip()
         if not expression:
-            raise UsageError("%tensor_inspect: give a tensor or module expression, e.g. %tensor_inspect x")
+            raise _usage("%tensor_inspect: give a tensor or module expression, e.g. %tensor_inspect x")
         obj = _evaluate(expression, ns, "the expression")
         if isinstance(obj, torch.Tensor):
-            if args.input is not None:
-                raise UsageError(f"%tensor_inspect: --input is for modules; `{expression}` is a tensor")
+            if _module_options(args):
+                raise _usage(f"%tensor_inspect: {_module_options(args)[0]} is for modules; `{expression}` is a tensor")
             return inspect_tensor(obj, expression, views=not args.no_views)
         if isinstance(obj, torch.nn.Module):
             return self._module(obj, expression, args, ns)
-        raise UsageError(f"%tensor_inspect: `{expression}` is {_what(obj)}, not a torch.Tensor or torch.nn.Module")
+        what, hint = _what(obj, expression)
+        raise _usage(f"%tensor_inspect: `{expression}` is {what}, not a torch.Tensor or torch.nn.Module{hint}")
 
     def _module(self, module: torch.nn.Module, expression: str, args: Any, ns: dict[str, Any]) -> InspectResult:
         __tracebackhide__ = True
+        if "_parameters" not in vars(module):
+            kind = type(module).__name__
+            raise _usage(f"%tensor_inspect: `{expression}` is a {kind} whose __init__ never called super().__init__()")
         if args.input is None:
+            if _module_options(args):
+                raise _usage("%tensor_inspect: --train-mode and --no-flops need --input, the sample to trace with")
             rows, totals = parameter_rows(module)
             return InspectResult(
                 kind="module", name=expression, module_type=type(module).__name__, parameters=rows, totals=totals
             )
-        value = _evaluate(" ".join(args.input), ns, "--input")
-        if isinstance(value, dict):
-            call_args, call_kwargs = (), {str(k): v for k, v in value.items()}
-        elif isinstance(value, (tuple, list)):
-            call_args, call_kwargs = tuple(value), {}
-        else:
-            call_args, call_kwargs = (value,), {}
-        mismatch = forward_mismatch(module, call_args, call_kwargs)
+        if isinstance(module, torch.jit.ScriptModule):
+            raise _usage(f"%tensor_inspect: `{expression}` is a ScriptModule, which takes no hooks; inspect it before scripting")
+        call_args, call_kwargs = _call(_evaluate(" ".join(args.input), ns, "--input"))
+        mismatch = forward_mismatch(module, call_args, call_kwargs) or meta_mismatch(module, call_args, call_kwargs)
         if mismatch:
-            raise UsageError(f"%tensor_inspect: --input does not match: {mismatch}")
+            raise _usage(f"%tensor_inspect: --input does not match: {mismatch}")
         recorder = OpRecorder("<no cell>", ns, record_ops=False)
         with recorder:
             try:
@@ -111,12 +114,17 @@ class InspectMagics(Magics):
 
     def _cell(self, cell: str, args: Any) -> InspectResult:
         __tracebackhide__ = True
-        if args.expression or args.input is not None:
-            raise UsageError("%%tensor_inspect takes no expression or --input; it records the cell below it")
+        if args.expression or args.no_views or _module_options(args):
+            raise _usage("%%tensor_inspect takes no expression or options; it records the cell below it")
         if not cell.strip():
-            raise UsageError("%%tensor_inspect: the cell is empty")
+            raise _usage("%%tensor_inspect: the cell is empty")
         filename = self.shell.compile.cache(cell)
-        code = compile(cell, filename, "exec", dont_inherit=True)
+        try:
+            # IPython syntax (%magics, !commands) becomes Python on the same lines
+            code = compile(self.shell.transform_cell(cell), filename, "exec", dont_inherit=True)
+        except SyntaxError as exc:
+            where = f"line {exc.lineno} of the cell" if exc.lineno else "the cell"
+            raise _usage(f"%%tensor_inspect: {where} is not valid Python ({exc.msg})") from None
         ns = self.shell.user_ns
         recorder = OpRecorder(filename, ns)
         result = InspectResult(kind="cell", name="cell", source=cell.splitlines())
@@ -130,6 +138,26 @@ class InspectMagics(Magics):
             raise
         _collect(result, recorder)
         return result
+
+
+def _module_options(args: Any) -> list[str]:
+    """The options given that only a module takes."""
+    given = {"--input": args.input is not None, "--train-mode": args.train_mode, "--no-flops": args.no_flops}
+    return [option for option, on in given.items() if on]
+
+
+def _usage(message: str) -> UsageError:
+    """A one-line UsageError: user text (a signature's defaults, an exception) may hold line breaks."""
+    return UsageError(" ".join(message.split()))
+
+
+def _call(value: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """--input as positional and keyword arguments: a tuple or list spread, a dict as keywords."""
+    if isinstance(value, dict):
+        return (), {str(k): v for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return tuple(value), {}
+    return (value,), {}
 
 
 def _collect(result: InspectResult, recorder: OpRecorder) -> None:
@@ -155,19 +183,41 @@ def _evaluate(expression: str, ns: dict[str, Any], what: str) -> Any:
     try:
         return eval(expression, ns)  # noqa: S307 - the user's own expression, in the user's namespace
     except NameError as exc:
-        raise UsageError(f"%tensor_inspect: {what} `{expression}`: {exc}; run the cell that defines it first") from None
+        raise _usage(f"%tensor_inspect: {what} `{expression}`: {exc}; run the cell that defines it first") from None
     except SyntaxError as exc:
-        raise UsageError(f"%tensor_inspect: {what} `{expression}` is not a Python expression ({exc.msg})") from None
+        raise _usage(f"%tensor_inspect: {what} `{expression}` is not a Python expression ({exc.msg})") from None
     except Exception as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise UsageError(f"%tensor_inspect: evaluating {what} `{expression}` raised {type(exc).__name__}: {message}") from None
+        text = str(exc).strip()
+        message = f": {text.splitlines()[0]}" if text else ""
+        raise _usage(f"%tensor_inspect: evaluating {what} `{expression}` raised {type(exc).__name__}{message}") from None
 
 
-def _what(obj: Any) -> str:
+def _what(obj: Any, expression: str) -> tuple[str, str]:
+    """What ``obj`` is, in words, and a hint (starting with "; ") where the fix is known."""
+    if obj is None:
+        return "None", ""
+    if isinstance(obj, type):
+        if issubclass(obj, (torch.nn.Module, torch.Tensor)):
+            return f"the class {obj.__qualname__}", f"; create an instance first, e.g. {expression}(...)"
+        return f"the class {obj.__qualname__}", ""
     kind = type(obj)
     name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
-    shape = getattr(obj, "shape", None)
     article = "an" if name[:1].lower() in "aeiou" else "a"
+    if isinstance(obj, (list, tuple, dict)):
+        return f"{article} {name} of {len(obj)} item{'s' if len(obj) != 1 else ''}", _item_hint(obj, expression)
+    try:
+        shape = getattr(obj, "shape", None)
+    except Exception:  # noqa: BLE001 - a property of the user's object may raise anything
+        shape = None
     extra = f" of shape {tuple(shape)}" if isinstance(shape, tuple) else ""
     hint = "; convert it with torch.as_tensor(...)" if kind.__module__.startswith("numpy") else ""
-    return f"{article} {name}{extra}{hint}"
+    return f"{article} {name}{extra}", hint
+
+
+def _item_hint(items: list[Any] | tuple[Any, ...] | dict[Any, Any], expression: str) -> str:
+    values = list(items.values()) if isinstance(items, dict) else list(items)
+    if not any(isinstance(v, (torch.Tensor, torch.nn.Module)) for v in values):
+        return ""
+    key = repr(next(iter(items))) if isinstance(items, dict) else "0"
+    base = expression if expression.isidentifier() else f"({expression})"
+    return f"; inspect one item, e.g. %tensor_inspect {base}[{key}]"
