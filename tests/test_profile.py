@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 
@@ -10,8 +11,10 @@ import torch
 from IPython.core.error import UsageError
 
 from tests.conftest import global_hook_state
+from torchmagic.core.op_origin import module_of, source_of
 from torchmagic.core.profile_result import ProfileResult, last_profile
-from torchmagic.core.profiling import CPU_OP, DEVICE_OP, MEMORY, ProfileSession, analyse
+from torchmagic.core.profile_trace import CPU_OP, DEVICE_OP, MEMORY, TraceRecord, analyse
+from torchmagic.core.profiling import ProfileSession
 
 
 def _loop(model, opt, x, steps):
@@ -56,14 +59,29 @@ def test_steps_follow_the_schedule_on_optimizer_steps(tiny_setup):
     assert global_hook_state() == before and _profiler_off()
 
 
+def _record(
+    kind: int,
+    name: str,
+    thread: int | str,
+    start_ns: int,
+    dur_ns: int,
+    *,
+    correlation: int = 0,
+    linked_correlation: int = 0,
+    device: str = "CPU",
+    nbytes: int = 0,
+) -> TraceRecord:
+    return TraceRecord(kind, name, thread, start_ns, dur_ns, correlation, linked_correlation, device, "", (), nbytes)
+
+
 def test_device_time_goes_to_the_launching_op_and_rolls_up():
     # a synthetic trace: parent op (corr 1) > child op (corr 2) which launched two kernels
     records = [
-        (CPU_OP, "aten::linear", 7, 1_000, 10_000, 1, 0, "CPU", "", (), 0),
-        (CPU_OP, "aten::addmm", 7, 2_000, 5_000, 2, 0, "CPU", "", (), 0),
-        (DEVICE_OP, "gemm_kernel", "cuda:0 stream 7", 3_000, 4_000, 90, 2, "cuda:0", "", (), 0),
-        (DEVICE_OP, "bias_kernel", "cuda:0 stream 7", 8_000, 1_000, 91, 2, "cuda:0", "", (), 0),
-        (MEMORY, "[memory]", 7, 2_500, 0, 0, 0, "CPU", "", (), 4096),
+        _record(CPU_OP, "aten::linear", 7, 1_000, 10_000, correlation=1),
+        _record(CPU_OP, "aten::addmm", 7, 2_000, 5_000, correlation=2),
+        _record(DEVICE_OP, "gemm_kernel", "cuda:0 stream 7", 3_000, 4_000, correlation=90, linked_correlation=2, device="cuda:0"),
+        _record(DEVICE_OP, "bias_kernel", "cuda:0 stream 7", 8_000, 1_000, correlation=91, linked_correlation=2, device="cuda:0"),
+        _record(MEMORY, "[memory]", 7, 2_500, 0, nbytes=4096),
     ]
     r = ProfileResult()
     analyse(records, r)
@@ -75,6 +93,26 @@ def test_device_time_goes_to_the_launching_op_and_rolls_up():
     assert rows["gemm_kernel"]["self_device_time_us"] == pytest.approx(4.0)
     assert r.timeline.lanes == ["thread 7", "cuda:0 stream 7"]
     assert [c.device for c in r.memory] == ["CPU"] and r.memory[0].peak == 4096
+
+
+def test_source_is_the_profiled_code_frame_else_the_first_frame_outside_libraries():
+    stack = ("torch/nn/modules/linear.py(120): forward", "nn.Module: Linear_0", "<cell-1>(4): step", "<cell-1>(1): <module>")
+    assert source_of(stack, {"<cell-1>": "cell"}) == "cell:4 step()"
+    assert source_of(stack[3:], {"<cell-1>": "cell"}) == "cell (top level)"
+    assert source_of(stack, {}) == "<cell-1>(4): step"
+    assert module_of(stack) == "Linear_0" and module_of(stack[:1]) == "" and source_of((), {}) == ""
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_reading_the_trace_leaves_the_garbage_collector_as_it_was(enabled):
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        with ProfileSession() as s:
+            torch.ones(8).sum()
+        assert s.result.op_count > 0 and gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
 
 
 def test_memory_timeline_sees_a_large_allocation():

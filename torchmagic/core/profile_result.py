@@ -69,6 +69,22 @@ class MemoryCurve:
         return int(self.allocated.max()) if len(self.allocated) else 0
 
 
+@dataclass(slots=True)
+class _GroupSums:
+    """One row of a grouped table: an op name, the shapes / module / source line it is grouped by, and sums."""
+
+    name: str
+    label: str
+    calls: int = 0
+    self_us: float = 0.0
+    total_us: float = 0.0
+    self_device_us: float = 0.0
+    total_device_us: float = 0.0
+    self_mem: int = 0
+    total_mem: int = 0
+    self_device_mem: int = 0
+
+
 @dataclass
 class ProfileResult:
     """The result of ``%profile`` / ``%%profile`` (also ``torchmagic.last_profile()``).
@@ -121,56 +137,63 @@ class ProfileResult:
         """The grouped rows as plain dicts, most self CPU time first (no pandas needed)."""
         if by not in GROUPS:
             raise ValueError(f"group by one of {', '.join(GROUPS)}, not {by!r}")
-        ev = self.op_events
-        keyed: dict[tuple[str, ...], list[Any]] = {}
+        groups = self._sums(by)
         shapes_seen: dict[str, Counter[str]] = {}
-        for i, name in enumerate(ev["name"]):
-            if by == "op":
-                key: tuple[str, ...] = (name,)
-            elif by == "shape":
-                key = (name, ev["shapes"][i])
-            elif by == "module":
-                key = (ev["module"][i] or NO_MODULE, name)
-            else:
-                key = (ev["source"][i] or NO_SOURCE, name)
-            acc = keyed.get(key)
-            if acc is None:
-                acc = keyed[key] = [0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0]
-            acc[0] += 1
-            acc[1] += ev["self_us"][i]
-            acc[2] += ev["total_us"][i]
-            acc[3] += ev["self_device_us"][i]
-            acc[4] += ev["total_device_us"][i]
-            acc[5] += ev["self_mem"][i]
-            acc[6] += ev["total_mem"][i]
-            acc[7] += ev["self_device_mem"][i]
-            if by == "op" and self.recorded_shapes:
-                shapes_seen.setdefault(name, Counter())[ev["shapes"][i]] += 1
+        common_shapes = by == "op" and self.recorded_shapes  # an op's row names its most common input shapes
+        if common_shapes:
+            for name, shapes in zip(self.op_events["name"], self.op_events["shapes"]):
+                shapes_seen.setdefault(name, Counter())[shapes] += 1
         rows = []
-        for key, acc in keyed.items():
+        for g in groups:
             row: dict[str, Any] = {}
             if by == "module":
-                row["module"] = key[0]
+                row["module"] = g.label
             elif by == "line":
-                row["source"] = key[0]
-            row["name"] = key[-1] if by in ("module", "line") else key[0]
+                row["source"] = g.label
+            row["name"] = g.name
             row.update(
-                calls=acc[0],
-                self_cpu_time_us=round(acc[1], 3),
-                cpu_time_total_us=round(acc[2], 3),
-                self_device_time_us=round(acc[3], 3),
-                device_time_total_us=round(acc[4], 3),
+                calls=g.calls,
+                self_cpu_time_us=round(g.self_us, 3),
+                cpu_time_total_us=round(g.total_us, 3),
+                self_device_time_us=round(g.self_device_us, 3),
+                device_time_total_us=round(g.total_device_us, 3),
             )
             if by == "shape":
-                row["input_shapes"] = key[1]
-            elif by == "op" and self.recorded_shapes:
-                common = shapes_seen[key[0]].most_common()
-                row["input_shapes"] = common[0][0] + (f" (+{len(common) - 1} more)" if len(common) > 1 else "")
+                row["input_shapes"] = g.label
+            elif common_shapes:
+                common = shapes_seen[g.name].most_common()
+                top, _ = common[0]
+                row["input_shapes"] = top + (f" (+{len(common) - 1} more)" if len(common) > 1 else "")
             if self.recorded_memory:
-                row.update(self_cpu_memory_bytes=acc[5], cpu_memory_bytes=acc[6], self_device_memory_bytes=acc[7])
+                row.update(
+                    self_cpu_memory_bytes=g.self_mem, cpu_memory_bytes=g.total_mem, self_device_memory_bytes=g.self_device_mem
+                )
             rows.append(row)
         rows.sort(key=lambda r: (-r["self_cpu_time_us"], -r["self_device_time_us"], r["name"]))
         return rows
+
+    def _sums(self, by: str) -> list[_GroupSums]:
+        """The op events summed per group, in order of first appearance."""
+        ev = self.op_events
+        label_of = {"op": None, "shape": ev["shapes"], "module": ev["module"], "line": ev["source"]}[by]
+        missing = NO_MODULE if by == "module" else NO_SOURCE if by == "line" else ""
+        self_us, total_us, self_dev, total_dev = ev["self_us"], ev["total_us"], ev["self_device_us"], ev["total_device_us"]
+        self_mem, total_mem, self_dmem = ev["self_mem"], ev["total_mem"], ev["self_device_mem"]
+        keyed: dict[tuple[str, str], _GroupSums] = {}
+        for i, name in enumerate(ev["name"]):
+            label = "" if label_of is None else label_of[i] or missing
+            g = keyed.get((label, name))
+            if g is None:
+                g = keyed[(label, name)] = _GroupSums(name, label)
+            g.calls += 1
+            g.self_us += self_us[i]
+            g.total_us += total_us[i]
+            g.self_device_us += self_dev[i]
+            g.total_device_us += total_dev[i]
+            g.self_mem += self_mem[i]
+            g.total_mem += total_mem[i]
+            g.self_device_mem += self_dmem[i]
+        return list(keyed.values())
 
     def group(self, by: str = "op") -> Any:
         """The op table grouped ``by`` "op", "shape" (op + input shapes), "module" or "line"."""

@@ -9,7 +9,8 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-DISPLAY_MODES = ("auto", "widgets", "static", "none")
+# Values of %profile --display; the training monitor's display modes (api.DISPLAY_MODES) are another set.
+PROFILE_DISPLAYS = ("auto", "widgets", "static", "none")
 _TOKEN = re.compile(r"\S+")
 
 
@@ -45,7 +46,9 @@ class ProfileMagics(Magics):
         metavar="N",
         help="events kept for the timeline, the longest first (default 5000)",
     )
-    @argument("--display", default="auto", choices=DISPLAY_MODES, help="auto: explorer + summary in a notebook, text elsewhere")
+    @argument(
+        "--display", default="auto", choices=PROFILE_DISPLAYS, help="auto: explorer + summary in a notebook, text elsewhere"
+    )
     @no_var_expand
     @line_cell_magic
     def profile(self, line: str, cell: str | None = None) -> Any:
@@ -77,7 +80,8 @@ class ProfileMagics(Magics):
         code, filename = self._compile(code_text)
 
         from torchmagic.core import tbexport
-        from torchmagic.core.profiling import TIMELINE_EVENTS, ProfilerBusy, ProfileSession
+        from torchmagic.core.profile_trace import TIMELINE_EVENTS
+        from torchmagic.core.profiling import ProfilerBusy, ProfileSession
 
         logdir = args.logdir
         if args.tensorboard and logdir is None:
