@@ -12,8 +12,10 @@ import torch
 import torch.nn as nn
 
 from torchmagic.core import TrainingMonitor
+from torchmagic.core.monitor import Snapshot
+from torchmagic.core.result import LayerRow, RunResult
 from torchmagic.display import panels
-from torchmagic.display.dashboard import STOCK_INTERVAL, LiveDashboard
+from torchmagic.display.dashboard import STOCK_INTERVAL, LiveDashboard, thin
 from torchmagic.display.series import Decimator
 from torchmagic.display.testing import recording_comms
 
@@ -57,10 +59,8 @@ class TimedRefreshes:
 
     def __call__(self, snap: Any) -> None:
         at, before = time.monotonic(), len(self.rec.messages)
-        try:
-            self.dashboard(snap)
-        finally:  # without IPython the final freeze has no output to update, and raises
-            self.refreshes.append(Refresh(at, snap.final, self.rec.messages[before:]))
+        self.dashboard(snap)
+        self.refreshes.append(Refresh(at, snap.final, self.rec.messages[before:]))
 
 
 def _custom_messages(rec) -> list[Message]:
@@ -200,3 +200,74 @@ def test_steady_state_traffic_fits_the_budget():
     bytes_per_s = sum(_size(m) for m in steady) / window
     assert messages_per_s <= 5, messages_per_s
     assert bytes_per_s <= 20_000, (bytes_per_s, [sum(_size(m) for m in r.messages) for r in live[2:]])
+
+
+def test_a_run_with_the_dashboard_ends_without_an_error():
+    """Outside IPython there is no output to replace at the end: the freeze skips it, and the run records no error."""
+    with recording_comms():
+        dash = LiveDashboard("model", transport="lab")
+        mon = _train(dash, steps=5)
+    assert mon.result.status == "completed" and mon.result.error is None
+    assert dash.frozen
+
+
+def test_thinning_keeps_the_last_point_and_each_buckets_extremes():
+    loss = np.ones(1000, dtype=np.float32)
+    loss[123], loss[456], loss[700:800] = 50.0, -3.0, np.nan
+    keep = thin(1000, 30, extremes=loss)
+    assert len(keep) <= 30 and keep[-1] == 999 and list(keep) == sorted(set(keep.tolist()))
+    assert 123 in keep and 456 in keep
+    assert list(thin(20, 30)) == list(range(20))
+    assert len(thin(10_000, 16)) == 16
+
+
+def _synthetic_refreshes(steps_per_refresh: int, refreshes: int) -> list[tuple[int, bool]]:
+    """(bytes, whether a curve was replaced) of each refresh of the lab dashboard when each refresh
+    brings `steps_per_refresh` new steps and per-layer norms every 10 steps."""
+    result = RunResult()
+    cols: dict[str, list[Any]] = {"step": [], "loss": [], "lr": [], "samples_per_s": [], "grad_norm": []}
+    result.columns = cols  # type: ignore[assignment]  # the dashboard reads columns as a mapping of sequences
+    out = []
+    with recording_comms() as rec:
+        dash = LiveDashboard("model", transport="lab")
+        for _ in range(refreshes):
+            first = len(cols["step"]) + 1
+            for step in range(first, first + steps_per_refresh):
+                for name, value in zip(cols, (step, 1.0 / step + step % 7 * 0.01, 0.1, 1e4, 1.0)):
+                    cols[name].append(value)
+                if step % 10 == 0:
+                    result.layer_rows.extend(LayerRow(step, f"fc{i}", "grad_norm", 0.5) for i in range(3))
+            result.steps = len(cols["step"])
+            before = len(rec.messages)
+            dash(Snapshot(result, None, None, 1e4))
+            sent = rec.messages[before:]
+            out.append((sum(_size(m) for m in sent), any(d.get("content", {}).get("replace") for _, d, _ in sent)))
+        dash.freeze(result)
+    return out
+
+
+def test_bytes_per_refresh_do_not_grow_with_the_step_rate():
+    """Each refresh streams at most POINTS_PER_REFRESH points per curve: 400 or 10 000 steps a refresh cost the same."""
+    slow, fast = _synthetic_refreshes(400, 70), _synthetic_refreshes(10_000, 70)
+    assert [r for _, r in slow] == [r for _, r in fast]  # the curves are replaced at the same refreshes
+    assert all(abs(a - b) <= 16 for (a, _), (b, _) in zip(slow, fast)), list(zip(slow, fast))  # the header's step count
+    streaming = [size for size, replaced in fast[1:] if not replaced]  # the first refresh carries the style
+    assert len(streaming) >= len(fast) - 4 and max(streaming) <= 4_000, max(streaming)
+    assert max(size for size, _ in fast) <= 40_000  # a refresh that replaces the step and layer curves at once
+
+
+def test_a_tight_loop_streams_bounded_refreshes():
+    """A real loop, no sleeps, every step in the final refresh (the interval is never reached): four times
+    the steps, and so the per-layer points, cost the same bytes."""
+
+    def final_refresh_bytes(steps: int) -> int:
+        with recording_comms() as rec:
+            timed = TimedRefreshes(LiveDashboard("model", transport="lab"), rec)
+            mon = _train(timed, steps=steps, refresh_interval=1e6, every=2)
+        assert mon.result.steps == steps and mon.result.error is None
+        final = timed.refreshes[-1]
+        assert final.final and len(timed.refreshes) == 2  # the first (at the start) and the final one
+        return sum(_size(m) for m in final.messages if m[0] == "comm_msg")
+
+    few, many = final_refresh_bytes(40), final_refresh_bytes(160)
+    assert many <= few + 200 and many <= 6_000, (few, many)  # the layer table's numbers differ a little

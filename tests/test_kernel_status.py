@@ -234,6 +234,7 @@ def test_front_end_messages_are_validated():
     assert frontend.message_problem({"kind": protocol.SUBSCRIBE, "interval": True}) is not None
     assert frontend.message_problem({"kind": protocol.SUBSCRIBE, "interval": float("nan")}) is not None
     assert frontend.message_problem({"kind": protocol.SUBSCRIBE, "interval": 1000}) is not None
+    assert frontend.message_problem({"kind": protocol.SUBSCRIBE, "interval": 10**400}) is not None  # no OverflowError
     assert frontend.message_problem({"kind": protocol.HELLO}) is not None
     assert frontend.message_problem({"kind": "torchmagic.other"}) == "unknown kind"
     assert frontend.message_problem("torchmagic.hello") is not None

@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from torchmagic.core.monitor import TrainingMonitor, active_monitor
 from torchmagic.core.result import RunResult
 from torchmagic.core.runs import set_last_run
-
-TRAIN_DISPLAYS = ("auto", "widgets", "stock", "text", "none")  # display= of train() and %%train --display
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    return [value]
+from torchmagic.validation import TRAIN_DISPLAYS as TRAIN_DISPLAYS  # re-exported: the magic's --display choices
+from torchmagic.validation import train_options
 
 
 class TrainingRun:
@@ -27,13 +19,15 @@ class TrainingRun:
 
     ``run.result`` (also ``torchmagic.last_run()``) holds status, steps, history and alerts.
     The first Ctrl-C stops after the current step by raising ``TrainingStopped`` (a
-    ``KeyboardInterrupt``) out of the block; a second one stops at once.
+    ``KeyboardInterrupt``) out of the block; a second one stops at once. Runs do not nest.
+    Bad options raise ``TypeError`` or ``ValueError`` naming the argument
+    (:mod:`torchmagic.validation`).
     """
 
     def __init__(
         self,
-        models: Sequence[torch.nn.Module],
-        optimizers: Sequence[torch.optim.Optimizer],
+        models: torch.nn.Module | Sequence[torch.nn.Module] | None,
+        optimizers: torch.optim.Optimizer | Sequence[torch.optim.Optimizer] | None,
         *,
         model_names: Sequence[str] = (),
         every: int = 10,
@@ -43,22 +37,19 @@ class TrainingRun:
         refresh: float = 4.0,
         title: str = "",
     ) -> None:
-        if every < 0:
-            raise ValueError(f"every must be >= 0, got {every}")
-        if refresh <= 0:
-            raise ValueError(f"refresh must be > 0 (Hz), got {refresh}")
-        if display not in TRAIN_DISPLAYS:
-            raise ValueError(f"display must be one of {', '.join(TRAIN_DISPLAYS)}; got {display!r}")
-        self.display_mode = display
+        options = train_options(
+            models, optimizers, every=every, histograms=histograms, total=total, display=display, refresh=refresh
+        )
+        self.display_mode = options.display
         self.title = title
         self.monitor = TrainingMonitor(
-            models,
-            optimizers,
+            options.models,
+            options.optimizers,
             model_names=model_names,
-            every=every,
-            histograms=histograms,
-            total=total,
-            refresh_interval=1.0 / refresh,
+            every=options.every,
+            histograms=options.histograms,
+            total=options.total,
+            refresh_interval=1.0 / options.refresh,
         )
         self.view: Any = None
 
@@ -67,6 +58,9 @@ class TrainingRun:
         return self.monitor.result
 
     def __enter__(self) -> TrainingRun:
+        if active_monitor() is not None:
+            # Two monitors would both hook every module and count every step twice.
+            raise RuntimeError("torchmagic.train: a run is already in progress here; runs cannot be nested")
         from torchmagic.display import make_display
 
         self.view = make_display(self.display_mode, title=self.title, histograms=self.monitor.histograms)
@@ -84,7 +78,7 @@ class TrainingRun:
             raise
         return self
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         try:
             self.monitor.stop(exc)
         finally:
@@ -110,6 +104,8 @@ def train(
 ) -> TrainingRun:
     """Watch the training loop in a ``with`` block.
 
+    Bad arguments raise ``TypeError`` or ``ValueError`` naming the argument, before anything is attached.
+
     Args:
         model: a module or a list of modules (others the loop uses are found automatically).
         optimizer: an optimizer or a list; its steps are the steps.
@@ -119,11 +115,9 @@ def train(
         display: "auto" (dashboard in a notebook, text elsewhere), "widgets" (the dashboard),
             "stock" (the dashboard from stock ipywidgets + jupyter_bokeh, for front ends without
             the torchmagic extension; more messages, so it refreshes every 2 s), "text" or "none".
-        refresh: display refreshes per second.
+        refresh: display refreshes per second, 0.01 to 30.
     """
-    return TrainingRun(
-        _as_list(model), _as_list(optimizer), every=every, histograms=histograms, total=total, display=display, refresh=refresh
-    )
+    return TrainingRun(model, optimizer, every=every, histograms=histograms, total=total, display=display, refresh=refresh)
 
 
 def log(**values: Any) -> None:

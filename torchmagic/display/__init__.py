@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 from torchmagic.core.monitor import Snapshot
 
+DISPLAY_MODES = ("auto", "widgets", "stock", "lab", "text", "none")
+
 
 def make_display(mode: str, *, title: str = "", histograms: bool = False) -> Callable[[Snapshot], None] | None:
     """The refresh callback for ``mode``: "auto", "widgets", "stock", "lab", "text" or "none".
@@ -15,6 +17,8 @@ def make_display(mode: str, *, title: str = "", histograms: bool = False) -> Cal
     """
     from torchmagic.display import frontend
 
+    if mode not in DISPLAY_MODES:
+        raise ValueError(f"display mode must be one of {', '.join(DISPLAY_MODES)}; got {mode!r}")
     if mode == "auto":
         mode = "widgets" if frontend.in_kernel() else "text"
     if mode == "widgets":

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import ipywidgets
@@ -26,7 +28,7 @@ from jupyter_bokeh import BokehModel
 from torchmagic.core.monitor import Snapshot
 from torchmagic.core.result import RunResult
 from torchmagic.display import figures, panels, protocol
-from torchmagic.display.series import Columns, Decimator, SeriesBatch, UpdateKind, ema
+from torchmagic.display.series import Columns, Decimator, SeriesBatch, UpdateKind, as_float32, ema
 from torchmagic.display.svg import PALETTE
 from torchmagic.display.widget import DashboardWidget
 
@@ -34,6 +36,12 @@ HIST_ROLLOVER_SNAPSHOTS = 64
 LAYER_TABLE_INTERVAL = 2.0  # seconds between redraws of the (larger) layer table
 STOCK_INTERVAL = 2.0  # the stock transport sends more messages per refresh: refresh less often
 TRANSPORTS = ("lab", "stock")
+# The most new points one refresh streams per curve, so the bytes a second stay bounded whatever the
+# step rate: a tight loop makes thousands of steps a second, and a plot a few hundred pixels wide
+# shows no more than this many a refresh anyway.
+POINTS_PER_REFRESH = 32
+LAYER_POINTS_PER_REFRESH = 16
+STEP_CURVES = ("x", "loss", "loss_smooth", "lr", "rate")
 
 
 class SourceUpdate(NamedTuple):
@@ -58,10 +66,13 @@ class LiveDashboard:
         self.transport = transport
         self.figs = figures.build(histograms)
         self.plot = BokehModel(self.figs.layout)
-        self._steps = Decimator(2000)
+        # Points each curve keeps in the browser: more than a plot is wide, and few enough that a
+        # replace (the whole curve again, each time the decimation doubles) stays under 20 KB.
+        self._steps = Decimator(1000)
         self._memory = Decimator(1000)
-        self._layer_dec = Decimator(1000)
-        self._ema: list[float | None] = []
+        self._layer_dec = Decimator(500)
+        self._rows_seen = 0  # rows of the run's history already thinned into _points
+        self._points: dict[str, list[float]] = {name: [] for name in STEP_CURVES}
         self._ema_last: float | None = None
         self._tracked: list[str] = []
         self._layer_cols: dict[str, list[float | None]] = {"x": []}
@@ -84,7 +95,7 @@ class LiveDashboard:
                 [self._html["header"], row, self._html["alerts"], self.plot, self._html["layers"], self._html["footer"]]
             )
             self._children = [self.widget, row, self._bar, self._bar_label, self.plot, *self._html.values()]
-        self._handle = display(self.widget, display_id=True)
+        self._handle = _show(self.widget)
         self.frozen = False
 
     # ------------------------------------------------------------------ refresh
@@ -127,39 +138,50 @@ class LiveDashboard:
     def _source_updates(self, r: RunResult) -> list[SourceUpdate]:
         """An update for every source with something new."""
         out: list[SourceUpdate] = []
-        cols = r.columns
-        losses = cols.get("loss", [])
-        smoothed, self._ema_last = ema(losses[len(self._ema) :], start=self._ema_last)
-        self._ema.extend(smoothed)
-        step_cols = {
-            "x": cols.get("step", []),
-            "loss": losses,
-            "loss_smooth": self._ema,
-            "lr": cols.get("lr", []),
-            "rate": cols.get("samples_per_s", []),
-        }
-        batch = self._steps.take({k: v if v else [None] * len(step_cols["x"]) for k, v in step_cols.items()}, "x")
+        self._thin_new_steps(r.columns)
+        curves: dict[str, Sequence[float | None]] = dict(self._points)
+        batch = _take(self._steps, curves, "x")
         if batch is not None:
             out.append(SourceUpdate.of(batch, self.figs.steps))
         mem = r.memory
         if mem.get("time"):
             n = len(mem["time"])
-            mem_cols = {"t": mem["time"]}
+            mem_cols: dict[str, Sequence[float | None]] = {"t": mem["time"]}
             for key in ("rss", "cuda_allocated", "cuda_reserved"):
                 mem_cols[key] = mem.get(key) or [None] * n
-            batch = self._memory.take(mem_cols, "t")
+            batch = _take(self._memory, mem_cols, "t")
             if batch is not None:
                 for key in ("rss", "cuda_allocated", "cuda_reserved"):
                     batch.columns[key] = batch.columns[key] / np.float32(2**20)
                 out.append(SourceUpdate.of(batch, self.figs.memory))
         self._collect_layer_rows(r)
-        batch = self._layer_dec.take(self._layer_cols, "x")
+        layer_curves: dict[str, Sequence[float | None]] = dict(self._layer_cols)
+        batch = _take(self._layer_dec, layer_curves, "x")
         if batch is not None:
             out.append(SourceUpdate.of(batch, self.figs.layers))
         hist = self._histogram_update(r)
         if hist is not None:
             out.append(hist)
         return out
+
+    def _thin_new_steps(self, cols: Mapping[str, Any]) -> None:
+        """Append the history rows since the last refresh to ``_points``, at most POINTS_PER_REFRESH of them."""
+        start, stop = self._rows_seen, len(cols.get("step", ()))
+        if stop <= start:
+            return
+        self._rows_seen = stop
+        loss = _column(cols, "loss", start, stop)
+        smoothed, self._ema_last = ema(loss.tolist(), start=self._ema_last)  # over every step, before thinning
+        new = {
+            "x": _column(cols, "step", start, stop),
+            "loss": loss,
+            "loss_smooth": as_float32(smoothed),
+            "lr": _column(cols, "lr", start, stop),
+            "rate": _column(cols, "samples_per_s", start, stop),
+        }
+        keep = thin(stop - start, POINTS_PER_REFRESH, extremes=loss)
+        for name, values in new.items():
+            self._points[name].extend(values[keep].tolist())
 
     def _collect_layer_rows(self, r: RunResult) -> None:
         rows = r.layer_rows
@@ -174,8 +196,9 @@ class LiveDashboard:
             if name in self._tracked and stat in ("grad_norm", "act_std"):
                 i = self._tracked.index(name)
                 by_step.setdefault(step, {})[("g" if stat == "grad_norm" else "a") + str(i)] = value
-        global_norms = r.columns.get("grad_norm", [])
-        for step in sorted(by_step):
+        global_norms: Sequence[float | None] = r.columns.get("grad_norm", [])
+        steps = sorted(by_step)
+        for step in (steps[i] for i in thin(len(steps), LAYER_POINTS_PER_REFRESH)):
             values = by_step[step]
             n = len(self._layer_cols["x"])
             self._layer_cols["x"].append(step)
@@ -246,7 +269,8 @@ class LiveDashboard:
             return
         self.frozen = True
         try:
-            self._handle.update(HTML(panels.snapshot_html(result, snap)))
+            if self._handle is not None:  # None outside IPython: no output to replace
+                self._handle.update(HTML(panels.snapshot_html(result, snap)))
         finally:
             self.close()
 
@@ -261,6 +285,47 @@ class LiveDashboard:
         document = self.figs.layout.document
         if document is not None:
             document.remove_root(self.figs.layout)
+
+
+def _take(decimator: Decimator, columns: dict[str, Sequence[float | None]], x: str) -> SeriesBatch | None:
+    # Averaging a bucket of a curve with no values yet (a layer slot not tracked) warns "Mean of empty
+    # slice" from numpy despite errstate; inside a run that warning would become one of the run's alerts.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return decimator.take(columns, x)
+
+
+def _show(widget: ipywidgets.Widget) -> Any:
+    """Display ``widget`` in a new output; its handle, or None outside IPython (where display() would print)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    return display(widget, display_id=True) if InteractiveShell.initialized() else None  # type: ignore[no-untyped-call]
+
+
+def thin(n: int, limit: int, extremes: np.ndarray | None = None) -> np.ndarray:
+    """Indices of at most ``limit`` of ``n`` rows, in order: all of them when they fit, else the last
+    row of each of equal buckets and, with ``extremes``, the rows of each bucket's lowest and highest
+    finite value (a spike in the loss survives the thinning)."""
+    if n <= limit:
+        return np.arange(n)
+    buckets = max(1, limit // 3 if extremes is not None else limit)
+    bounds = np.linspace(0, n, buckets + 1).astype(np.int64)
+    keep = set((bounds[1:] - 1).tolist())
+    if extremes is not None:
+        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            finite = np.flatnonzero(np.isfinite(extremes[lo:hi]))
+            if finite.size:
+                values = extremes[lo:hi][finite]
+                keep.update((lo + int(finite[values.argmin()]), lo + int(finite[values.argmax()])))
+    return np.array(sorted(keep), dtype=np.int64)
+
+
+def _column(cols: Mapping[str, Any], name: str, start: int, stop: int) -> np.ndarray:
+    """Rows start..stop of a history column as float32, NaN where the column is missing or short."""
+    column = cols.get(name)
+    values = as_float32(column[start:stop]) if column is not None else np.empty(0, np.float32)
+    missing = stop - start - len(values)
+    return np.concatenate([values, np.full(missing, np.nan, np.float32)]) if missing else values
 
 
 def _nan_to_none(arr: np.ndarray) -> list[float | None]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import reprlib
 from typing import Any
 
 from torchmagic._version import __version__
@@ -46,11 +47,19 @@ def _on_message(msg: dict[str, Any]) -> None:
     kind = data.get("kind") if isinstance(data, dict) else None
     problem = message_problem(data)
     if problem is not None:
-        _log(f"torchmagic: ignoring a front-end message ({problem}): kind {kind!r}")
+        _log(f"torchmagic: ignoring a front-end message ({problem}): kind {reprlib.repr(kind)}")
         return
     assert isinstance(data, dict)
+    try:
+        _handle(data)
+    except Exception as error:  # noqa: BLE001 - the comm's handler must not raise into the kernel
+        _log(f"torchmagic: a front-end message failed ({reprlib.repr(error)}): kind {reprlib.repr(kind)}")
+
+
+def _handle(data: dict[str, Any]) -> None:
     from torchmagic.display import kernel_status
 
+    kind = data["kind"]
     publisher = kernel_status.current()
     if kind == protocol.HELLO:
         _state["extension"] = data["version"]
@@ -71,8 +80,11 @@ def message_problem(data: Any) -> str | None:
         interval = data.get("interval", "missing")
         if interval is None:
             return None
-        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not math.isfinite(interval):
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)):
             return "subscribe with an interval that is not a number or null"
+        # math.isfinite() on floats only: it overflows on a huge JSON integer
+        if isinstance(interval, float) and not math.isfinite(interval):
+            return "subscribe with an interval that is not a finite number"
         if not protocol.MIN_INTERVAL <= interval <= protocol.MAX_INTERVAL:
             return f"subscribe interval outside {protocol.MIN_INTERVAL}..{protocol.MAX_INTERVAL} s"
         return None

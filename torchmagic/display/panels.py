@@ -21,6 +21,7 @@ ALERT_ICONS = {
     "oom": "OOM",
     "error": "err",
 }
+MESSAGE_CHARS = 300  # an alert or error shown is cut here: a warning's text is the user's, of any length
 STYLE = """<style>
 .tm-dash{font-family:var(--jp-ui-font-family,sans-serif);font-size:12px;color:var(--jp-ui-font-color1,#222)}
 .tm-dash table{border-collapse:collapse;font-size:11px;margin:4px 0}
@@ -90,7 +91,7 @@ def alerts(result: RunResult) -> str:
         count = f" ×{a.count}" if a.count > 1 else ""
         rows.append(
             f'<div class="{cls}"><b>{escape(ALERT_ICONS.get(a.kind, a.kind))}</b> step {a.step}{where}: '
-            f"{escape(a.message)}{count}</div>"
+            f"{escape(_clip(a.message))}{count}</div>"
         )
     more = f"<div>… and {len(result.alerts) - 20} more</div>" if len(result.alerts) > 20 else ""
     return "".join(rows) + more
@@ -128,6 +129,18 @@ def layers(result: RunResult, colors: dict[str, str] | None = None, limit: int =
     return f"<details open>{summary}{legend}<table>{head}{''.join(rows)}{more}</table></details>"
 
 
+def _clip(message: str) -> str:
+    return message if len(message) <= MESSAGE_CHARS else message[: MESSAGE_CHARS - 1] + "…"
+
+
+def _error(result: RunResult) -> str:
+    """The exception that ended a failed run, its first line."""
+    if not result.error:
+        return ""
+    first = result.error.strip().splitlines()[0] if result.error.strip() else result.error
+    return f'<div class="tm-alert"><b>{escape(ALERT_ICONS["error"])}</b> {escape(_clip(first))}</div>'
+
+
 def _percent(x: float | None) -> str:
     return "–" if x is None or not math.isfinite(x) else f"{x * 100:.0f}%"
 
@@ -154,7 +167,7 @@ def snapshot_html(result: RunResult, snap: Snapshot | None = None) -> str:
         charts.append(svg.line_chart(name, steps, {name: cols[name]}))
     return (
         f'{STYLE}<div class="tm-dash"><div>{header(snap, result.status)}</div>'
-        f'<div>{alerts(result)}</div><div class="tm-charts">{"".join(charts)}</div>{layers(result)}'
+        f'<div>{_error(result)}{alerts(result)}</div><div class="tm-charts">{"".join(charts)}</div>{layers(result)}'
         f'<div style="color:#888">torchmagic · {escape(result.summary())}</div></div>'
     )
 

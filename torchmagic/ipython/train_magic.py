@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import ast
+from types import CodeType
 from typing import Any
 
 import torch
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.utils.process import arg_split
 
 from torchmagic.api import TRAIN_DISPLAYS, TrainingRun
 from torchmagic.core.interrupt import TrainingStopped
+from torchmagic.core.monitor import active_monitor
 from torchmagic.ipython.cell_analysis import calls_method, loop_total, names_read
+from torchmagic.validation import ArgumentProblem
 
 
 @magics_class
@@ -55,12 +59,13 @@ class TrainMagics(Magics):
         choices=TRAIN_DISPLAYS,
         help="auto: dashboard in a notebook, a text line elsewhere; stock: dashboard without the lab extension",
     )
-    @argument("--refresh", type=float, default=4.0, metavar="HZ", help="display refreshes per second")
+    @argument("--refresh", type=float, default=4.0, metavar="HZ", help="display refreshes per second, 0.01 to 30")
     @cell_magic
     def train(self, line: str, cell: str) -> None:
         """Run the cell's training loop and show a live dashboard.
 
-        The cell runs unchanged in the notebook's namespace. A step is one optimizer step
+        The cell runs unchanged in the notebook's namespace, IPython syntax (``!cmd``, ``%magic``)
+        included; a run cannot start inside another. A step is one optimizer step
         (several backward() calls with gradient accumulation); without an optimizer, one
         backward() call. Ctrl-C (or the kernel's stop button) stops after the current step.
         The result is kept: ``torchmagic.last_run()``.
@@ -77,68 +82,93 @@ class TrainMagics(Magics):
         """
         __tracebackhide__ = True
         args = parse_argstring(self.train, line)
-        tree = self._parse(cell)
+        if active_monitor() is not None:
+            raise UsageError("%%train: a run is already in progress; %%train cannot run inside %%train or torchmagic.train()")
+        code, tree = self._compile(cell)
+        run = self._run_for(args, line, tree)
+        with run:
+            exec(code, self.shell.user_ns)
+        if run.result.status == "interrupted":
+            raise TrainingStopped(f"training stopped after step {run.result.steps}")
+
+    def _compile(self, cell: str) -> tuple[CodeType, ast.Module]:
+        """The cell's code, with IPython syntax (``!cmd``, ``%magic``) turned into calls as in a cell of its own,
+        and the tree to find its models and loop in: under a leading cell magic (``%%time``), its body's."""
+        __tracebackhide__ = True
+        if not cell.strip():
+            raise UsageError("%%train: the cell is empty; put a training loop below %%train")
+        source = str(self.shell.transform_cell(cell))
+        # compiled before anything is looked up, so a syntax error is reported as itself
+        code = compile(source, self.shell.compile.cache(source, raw_code=cell), "exec", dont_inherit=True)
+        tree = ast.parse(source)
+        if not tree.body:
+            raise UsageError("%%train: the cell holds only comments; put a training loop below %%train")
+        body = cell.lstrip()
+        if not body.startswith("%%"):
+            return code, tree
+        while body.startswith("%%"):
+            body = body.partition("\n")[2].lstrip()
+        try:
+            return code, ast.parse(str(self.shell.transform_cell(body)))
+        except SyntaxError:  # the cell magic's own syntax, which it reports when it runs
+            return code, ast.Module(body=[], type_ignores=[])
+
+    def _run_for(self, args: Any, line: str, tree: ast.Module) -> TrainingRun:
+        """The run: the models and optimizers named or found in the cell, the options checked."""
+        __tracebackhide__ = True
         ns = self.shell.user_ns
-        models, model_names = self._resolve(args.model, ns, torch.nn.Module, "torch.nn.Module")
-        optimizers, _ = self._resolve(args.optimizer, ns, torch.optim.Optimizer, "torch.optim.Optimizer")
+        model_names = self._names(args.model, "model", line)
+        optimizer_names = self._names(args.optimizer, "optimizer", line)
+        models, optimizers = [ns[n] for n in model_names], [ns[n] for n in optimizer_names]
         used = names_read(tree)
         if not args.model:
             models, model_names = _found(used, ns, torch.nn.Module, skip=torch.nn.modules.loss._Loss)
         if not args.optimizer:
-            optimizers, _ = _found(used, ns, torch.optim.Optimizer)
+            optimizers, optimizer_names = _found(used, ns, torch.optim.Optimizer)
         if not models and not (calls_method(tree, "backward") or calls_method(tree, "step")):
             raise UsageError(
                 "%%train: no model found: the cell uses no torch.nn.Module from the namespace and "
                 "calls no backward(); name one with -m NAME"
             )
-        if args.every < 0:
-            raise UsageError(f"%%train: --every must be 0 or more, got {args.every}")
-        if args.total is not None and args.total <= 0:
-            raise UsageError(f"%%train: --total must be positive, got {args.total}")
-        if args.refresh <= 0:
-            raise UsageError(f"%%train: --refresh must be positive, got {args.refresh}")
-        total = args.total or loop_total(tree, ns)
-        code = compile(cell, self.shell.compile.cache(cell), "exec", dont_inherit=True)
-
-        run = TrainingRun(
-            models,
-            optimizers,
-            model_names=model_names,
-            every=args.every,
-            histograms=args.histograms,
-            total=total,
-            display=args.display,
-            refresh=args.refresh,
-            title=", ".join(model_names),
-        )
-        with run:
-            exec(code, ns)
-        if run.result.status == "interrupted":
-            raise TrainingStopped(f"training stopped after step {run.result.steps}")
-
-    def _parse(self, cell: str) -> ast.Module:
-        __tracebackhide__ = True
-        if not cell.strip():
-            raise UsageError("%%train: the cell is empty; put a training loop below %%train")
         try:
-            return ast.parse(cell)
-        except SyntaxError:
-            return ast.Module(body=[], type_ignores=[])  # compile() below reports it as the user's error
+            return TrainingRun(
+                models,
+                optimizers,
+                model_names=model_names,
+                every=args.every,
+                histograms=args.histograms,
+                total=args.total if args.total is not None else loop_total(tree, ns),
+                display=args.display,
+                refresh=args.refresh,
+                title=", ".join(model_names),
+            )
+        except ArgumentProblem as problem:  # the API's own check, worded with the option as typed
+            names = {"model": model_names, "optimizer": optimizer_names}.get(problem.argument, [])
+            flag = self._flag(problem.argument, line)
+            subject = flag if problem.index is None else f"{flag} {names[problem.index]!r}"
+            raise UsageError(f"%%train: {problem.worded(subject)}") from None
 
-    @staticmethod
-    def _resolve(specs: list[str], ns: dict[str, Any], kind: type, kind_name: str) -> tuple[list[Any], list[str]]:
+    def _names(self, specs: list[str], dest: str, line: str) -> list[str]:
+        """Variable names given to ``-m``/``-o`` (repeated or comma-separated), each defined in the notebook."""
+        __tracebackhide__ = True
         names = [n.strip() for spec in specs for n in spec.split(",") if n.strip()]
-        objects = []
         for name in names:
             if not name.isidentifier():
-                raise UsageError(f"%%train: {name!r} is not a variable name")
-            if name not in ns:
-                raise UsageError(f"%%train: name {name!r} is not defined in the notebook")
-            obj = ns[name]
-            if not isinstance(obj, kind):
-                raise UsageError(f"%%train: {name!r} is a {type(obj).__name__}, not a {kind_name}")
-            objects.append(obj)
-        return objects, names
+                raise UsageError(f"%%train: {self._flag(dest, line)} {name!r} is not a variable name")
+            if name not in self.shell.user_ns:
+                raise UsageError(f"%%train: name {name!r} is not defined in the notebook ({self._flag(dest, line)} {name})")
+        return names
+
+    def _flag(self, dest: str, line: str) -> str:
+        """The option for argument ``dest`` as the user typed it (``-m`` or ``--model``, an abbreviation too)."""
+        flags = next((a.option_strings for a in self.train.parser._actions if a.dest == dest), [f"--{dest}"])
+        for token in reversed([t.split("=", 1)[0] for t in arg_split(line)]):
+            for flag in flags:
+                if flag.startswith("--") and len(token) > 2 and flag.startswith(token):
+                    return token
+                if not flag.startswith("--") and token.startswith(flag):
+                    return flag
+        return max(flags, key=len)
 
 
 def _found(names: list[str], ns: dict[str, Any], kind: type, skip: type | None = None) -> tuple[list[Any], list[str]]:

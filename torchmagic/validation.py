@@ -1,0 +1,141 @@
+"""The one check of a training run's options, shared by ``torchmagic.train()`` and ``%%train``.
+
+Each problem is raised as a ``TypeError`` or ``ValueError`` that names the argument
+(:class:`ArgumentProblem`); the magic turns the same problem into a one-line ``UsageError``
+with the argument spelled as the option the user typed (``--every``, ``-m``).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+TRAIN_DISPLAYS = ("auto", "widgets", "stock", "text", "none")  # display= of train() and %%train --display
+MIN_REFRESH = 0.01  # refreshes per second: one every 100 s
+MAX_REFRESH = 30.0  # each refresh waits for the device; more would slow the loop for nothing visible
+
+
+class ArgumentProblem(Exception):
+    """A bad argument: ``argument`` (or its item ``index``) followed by ``detail`` is the message."""
+
+    def __init__(self, argument: str, detail: str, index: int | None = None) -> None:
+        self.argument, self.detail, self.index = argument, detail, index
+        super().__init__(self.worded(argument if index is None else f"{argument}[{index}]"))
+
+    def worded(self, subject: str) -> str:
+        return f"{subject} {self.detail}"
+
+
+class ArgumentTypeError(ArgumentProblem, TypeError):
+    pass
+
+
+class ArgumentValueError(ArgumentProblem, ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Checked options of one run."""
+
+    models: list[torch.nn.Module]
+    optimizers: list[torch.optim.Optimizer]
+    every: int
+    histograms: bool
+    total: int | None
+    display: str
+    refresh: float
+
+
+def train_options(
+    model: Any = None,
+    optimizer: Any = None,
+    *,
+    every: Any = 10,
+    histograms: Any = False,
+    total: Any = None,
+    display: Any = "auto",
+    refresh: Any = 4.0,
+) -> TrainOptions:
+    """The options of ``torchmagic.train()``, checked in the order of its signature."""
+    return TrainOptions(
+        models=objects(model, "model", torch.nn.Module, "torch.nn.Module"),
+        optimizers=objects(optimizer, "optimizer", torch.optim.Optimizer, "torch.optim.Optimizer"),
+        every=integer(every, "every", minimum=0, wording="0 or more"),
+        histograms=flag(histograms, "histograms"),
+        total=None if total is None else integer(total, "total", minimum=1, wording="positive"),
+        display=choice(display, "display", TRAIN_DISPLAYS),
+        refresh=rate(refresh, "refresh"),
+    )
+
+
+def objects(value: Any, argument: str, kind: type, kind_name: str) -> list[Any]:
+    """None, one ``kind`` or a list/tuple of them, as a list."""
+    if value is None:
+        return []
+    if isinstance(value, kind):
+        return [value]
+    if not isinstance(value, (list, tuple)):
+        raise ArgumentTypeError(argument, f"must be a {kind_name} or a list of them, got {_kind(value)}")
+    for i, item in enumerate(value):
+        if not isinstance(item, kind):
+            raise ArgumentTypeError(argument, f"is a {type(item).__name__}, not a {kind_name}", index=i)
+    return list(value)
+
+
+def integer(value: Any, argument: str, *, minimum: int, wording: str) -> int:
+    # bool is an int subclass, and True where a count is meant is a slip, not a count of one
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ArgumentTypeError(argument, f"must be an integer, got {_kind(value)}")
+    if value < minimum:
+        raise ArgumentValueError(argument, f"must be {wording}, got {value}")
+    return int(value)
+
+
+def flag(value: Any, argument: str) -> bool:
+    if not isinstance(value, bool):
+        raise ArgumentTypeError(argument, f"must be True or False, got {_kind(value)}")
+    return value
+
+
+def choice(value: Any, argument: str, choices: Sequence[str]) -> str:
+    if not isinstance(value, str):
+        raise ArgumentTypeError(argument, f"must be one of {', '.join(choices)}; got {_kind(value)}")
+    if value not in choices:
+        raise ArgumentValueError(argument, f"must be one of {', '.join(choices)}; got {_short(value)}")
+    return value
+
+
+def rate(value: Any, argument: str) -> float:
+    """Refreshes per second: a finite number in MIN_REFRESH..MAX_REFRESH (NaN would never refresh)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ArgumentTypeError(argument, f"must be a number (refreshes per second), got {_kind(value)}")
+    try:
+        as_float = float(value)
+    except OverflowError:  # an int beyond float's range
+        as_float = math.inf
+    if not (math.isfinite(as_float) and MIN_REFRESH <= as_float <= MAX_REFRESH):
+        raise ArgumentValueError(
+            argument, f"must be between {MIN_REFRESH:g} and {MAX_REFRESH:g} (refreshes per second), got {as_float:g}"
+        )
+    return as_float
+
+
+def _kind(value: Any) -> str:
+    """A wrong value in a message: its repr with its type for plain values, else only its type."""
+    if value is None:
+        return "None"
+    if isinstance(value, (str, int, float, bool)):
+        return f"{_short(value)} ({type(value).__name__})"
+    return f"a {type(value).__name__}"
+
+
+def _short(value: str | float) -> str:
+    """The repr, on one line (repr escapes newlines) and cut to a readable length."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
