@@ -329,11 +329,6 @@ def test_reused_pool_is_not_marked_as_changing_shape(name, executed):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="%tensor_inspect --input spreads a PackedSequence (a named tuple) into four arguments",
-)
 @pytest.mark.parametrize("name", ["lstm_packed.ipynb"])
 def test_tensor_inspect_takes_a_packed_sequence_as_one_input(name, executed):
     cell = ran(executed, name).cell("packed = pack_padded_sequence")

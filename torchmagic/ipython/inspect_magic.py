@@ -152,10 +152,12 @@ def _usage(message: str) -> UsageError:
 
 
 def _call(value: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """--input as positional and keyword arguments: a tuple or list spread, a dict as keywords."""
+    """--input as positional and keyword arguments: a tuple or list spread, a dict as keywords.
+
+    A named tuple (``PackedSequence``) is one argument: modules take it whole."""
     if isinstance(value, dict):
         return (), {str(k): v for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
+    if isinstance(value, (tuple, list)) and not hasattr(value, "_fields"):
         return tuple(value), {}
     return (value,), {}
 
