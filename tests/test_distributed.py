@@ -18,18 +18,14 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+from IPython.core.error import UsageError
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from torchmagic.core.distributed import (
-    CudaInitializedError,
-    DistributedError,
-    DistributedSnapshot,
-    RankFailed,
-    columns,
-    protocol,
-    run_distributed,
-)
+import torchmagic
+from torchmagic.core.distributed import DistributedSnapshot, columns, protocol, run_distributed
+from torchmagic.core.distributed.errors import CudaInitializedError, DistributedError, RankFailed
 from torchmagic.core.distributed.merge import LiveMerge
+from torchmagic.core.interrupt import TrainingStopped
 from torchmagic.core.result import RunResult
 
 pytestmark = pytest.mark.skipif(
@@ -246,32 +242,48 @@ def test_kernel_with_cuda_initialised_is_refused(monkeypatch):
 
 
 def test_train_magic_with_nproc(shell):
-    from torchmagic.ipython.train_magic import TrainMagics
-
-    if "--nproc" not in TrainMagics.train.parser.format_usage():
-        pytest.skip("%%train --nproc is not wired into the magic yet")
     shell.run_cell(
         "import torch, torch.nn.functional as F, torch.distributed as dist\n"
         "from torch.nn.parallel import DistributedDataParallel as DDP\n"
-        "torch.manual_seed(0)\n"
-        "model = torch.nn.Linear(6, 1)\n"
-        "x, y = torch.randn(24, 6), torch.randn(24, 1)\n"
+        "torch.manual_seed(0); model = torch.nn.Linear(6, 1); x, y = torch.randn(24, 6), torch.randn(24, 1)\n"
         "before = model.weight.detach().clone()"
     )
-    out = shell.run_cell(
-        "%%train --nproc 2 --display none\n"
-        "ddp = DDP(model)\n"
-        "opt = torch.optim.SGD(ddp.parameters(), lr=0.1)\n"
-        "r, n = dist.get_rank(), dist.get_world_size()\n"
+    cell = (
+        "ddp = DDP(model); opt = torch.optim.SGD(ddp.parameters(), lr=0.1); r, n = dist.get_rank(), dist.get_world_size()\n"
         "for _ in range(4):\n"
         "    opt.zero_grad(); F.mse_loss(ddp(x[r::n]), y[r::n]).backward(); opt.step()\n"
     )
+    out = shell.run_cell("%%train --nproc 2 --display none\n" + cell)
     assert out.success, out.error_in_exec
-    import torchmagic
-
     result = torchmagic.last_run()
     assert result.status == "completed" and sorted(set(_frame(result)["rank"])) == [0, 1]
     assert not torch.equal(shell.user_ns["before"], shell.user_ns["model"].weight)
+    for line, message in (("--nproc 0", "--nproc must be 1 or more"), ("--nproc 1000000", "--nproc: nproc must be between")):
+        with pytest.raises(UsageError, match=message) as info:
+            shell.run_cell_magic("train", line, cell)
+        assert "\n" not in str(info.value)
+    with pytest.raises(RankFailed, match="(?s)^rank 1 .*Traceback.*AssertionError: rank one refuses"):
+        shell.run_cell_magic("train", "--nproc 2 --display none", "assert dist.get_rank() == 0, 'rank one refuses'\n" + cell)
+    assert torchmagic.last_run().status == "failed"
+
+
+def test_train_api_on_ranks_and_ctrl_c():
+    model, x, y = _setup()
+    assert torchmagic.train(model, nproc=2, display="none").run(_ddp_cell(model, x, y, steps=3)).steps == 3
+    run = torchmagic.train(model, nproc=2, display="none", refresh=20)
+    sent: list[None] = []  # the display (none here) gets Ctrl-C once step 3 is shown
+    run._show = lambda snap: snap.result.steps < 3 or sent or sent.append(os.kill(os.getpid(), signal.SIGINT))  # type: ignore
+    with pytest.raises(TrainingStopped, match="training stopped after step"):
+        run.run(_ddp_cell(model, x, y, steps=20_000, before_step=lambda rank, step: time.sleep(0.001)))
+    assert torchmagic.last_run() is run.result and run.result.status == "interrupted"
+
+
+@pytest.mark.parametrize("nproc, error", [(0, ValueError), (True, TypeError), ("2", TypeError)])
+def test_train_api_checks_nproc_and_wants_run_not_with(nproc, error):
+    with pytest.raises(error, match="^nproc must be"):
+        torchmagic.train(nn.Linear(2, 1), nproc=nproc)
+    with pytest.raises(TypeError, match=r"use \.run\(loop\), not a with block"), torchmagic.train(nn.Linear(2, 1), nproc=2):
+        pass
 
 
 # ----------------------------------------------------------------- the protocol, without processes
@@ -309,8 +321,7 @@ env = torchrun_env()
 dist.init_process_group("gloo")
 torch.manual_seed(env.rank)
 model = torch.nn.Linear(4, 1)
-view = RankZeroView(env, TextProgress(stream=sys.stdout))
-with TrainingMonitor([model], catch_sigint=False, on_refresh=[view]):  # a step per backward: no optimizer to import
+WATCH  # a step per backward: no optimizer to import
     for step in range(30):
         if env.rank == 1 and step == 5:
             warnings.warn("only rank one warns")
@@ -320,14 +331,21 @@ dist.destroy_process_group()
 """
 
 
-def test_under_torchrun_rank_zero_prints_for_all_and_the_others_stay_silent():
+_WATCHES = {
+    "monitor": "with TrainingMonitor([model], catch_sigint=False, on_refresh=[RankZeroView(env, TextProgress(sys.stdout))]):",
+    "train": "import torchmagic\nwith torchmagic.train(model, display='text'):",
+}
+
+
+@pytest.mark.parametrize("watch", sorted(_WATCHES))
+def test_under_torchrun_rank_zero_prints_for_all_and_the_others_stay_silent(watch):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "PYTHONPATH": ROOT}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _TORCHRUN_SCRIPT],
+            [sys.executable, "-c", _TORCHRUN_SCRIPT.replace("WATCH", _WATCHES[watch])],
             env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -50,6 +50,8 @@ class TrainOptions:
     total: int | None
     display: str
     refresh: float
+    nproc: int | None = None  # None: this process; N: N ranks forked from it
+    timeout: float = 600.0  # seconds a distributed run's collectives and store operations may wait
 
 
 def train_options(
@@ -61,6 +63,8 @@ def train_options(
     total: Any = None,
     display: Any = "auto",
     refresh: Any = 4.0,
+    nproc: Any = None,
+    timeout: Any = 600.0,
 ) -> TrainOptions:
     """The options of ``torchmagic.train()``, checked in the order of its signature."""
     return TrainOptions(
@@ -71,6 +75,8 @@ def train_options(
         total=None if total is None else integer(total, "total", minimum=1, wording="positive"),
         display=choice(display, "display", TRAIN_DISPLAYS),
         refresh=rate(refresh, "refresh"),
+        nproc=None if nproc is None else integer(nproc, "nproc", minimum=1, wording="1 or more (processes)"),
+        timeout=seconds(timeout, "timeout"),
     )
 
 
@@ -123,6 +129,19 @@ def rate(value: Any, argument: str) -> float:
         raise ArgumentValueError(
             argument, f"must be between {MIN_REFRESH:g} and {MAX_REFRESH:g} (refreshes per second), got {as_float:g}"
         )
+    return as_float
+
+
+def seconds(value: Any, argument: str) -> float:
+    """A positive, finite number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ArgumentTypeError(argument, f"must be a number of seconds, got {_kind(value)}")
+    try:
+        as_float = float(value)
+    except OverflowError:  # an int beyond float's range
+        as_float = math.inf
+    if not (math.isfinite(as_float) and as_float > 0):
+        raise ArgumentValueError(argument, f"must be a positive number of seconds, got {as_float:g}")
     return as_float
 
 

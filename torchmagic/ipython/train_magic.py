@@ -13,6 +13,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.utils.process import arg_split
 
 from torchmagic.api import TRAIN_DISPLAYS, TrainingRun
+from torchmagic.core.distributed import DistributedError, RankFailed
 from torchmagic.core.interrupt import TrainingStopped
 from torchmagic.core.monitor import active_monitor
 from torchmagic.ipython.cell_analysis import calls_method, loop_total, names_read
@@ -60,6 +61,14 @@ class TrainMagics(Magics):
         help="auto: dashboard in a notebook, a text line elsewhere; stock: dashboard without the lab extension",
     )
     @argument("--refresh", type=float, default=4.0, metavar="HZ", help="display refreshes per second, 0.01 to 30")
+    @argument(
+        "--nproc",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run the cell on N processes forked from the kernel, torch.distributed initialised in each "
+        "(gloo on CPU, NCCL one GPU per rank); the models get rank 0's final weights",
+    )
     @cell_magic
     def train(self, line: str, cell: str) -> None:
         """Run the cell's training loop and show a live dashboard.
@@ -68,7 +77,8 @@ class TrainMagics(Magics):
         included; a run cannot start inside another. A step is one optimizer step
         (several backward() calls with gradient accumulation); without an optimizer, one
         backward() call. Ctrl-C (or the kernel's stop button) stops after the current step.
-        The result is kept: ``torchmagic.last_run()``.
+        The result is kept: ``torchmagic.last_run()``. With ``--nproc N`` the cell runs on N ranks
+        forked from the kernel (DDP in the cell as in a script); the result holds every rank's rows.
 
         Example::
 
@@ -86,10 +96,25 @@ class TrainMagics(Magics):
             raise UsageError("%%train: a run is already in progress; %%train cannot run inside %%train or torchmagic.train()")
         code, tree = self._compile(cell)
         run = self._run_for(args, line, tree)
+        if args.nproc is not None:
+            self._run_ranks(run, code)
+            return
         with run:
             exec(code, self.shell.user_ns)
         if run.result.status == "interrupted":
             raise TrainingStopped(f"training stopped after step {run.result.steps}")
+
+    def _run_ranks(self, run: TrainingRun, code: CodeType) -> None:
+        """The cell on the run's ranks: a run that cannot start is a one-line UsageError; a rank
+        that fails raises ``RankFailed`` with its traceback; Ctrl-C raises ``TrainingStopped``."""
+        __tracebackhide__ = True
+        ns = self.shell.user_ns
+        try:
+            run.run(lambda: exec(code, ns))
+        except RankFailed:
+            raise
+        except DistributedError as problem:
+            raise UsageError(f"%%train --nproc: {problem}") from None
 
     def _compile(self, cell: str) -> tuple[CodeType, ast.Module]:
         """The cell's code, with IPython syntax (``!cmd``, ``%magic``) turned into calls as in a cell of its own,
@@ -141,6 +166,7 @@ class TrainMagics(Magics):
                 display=args.display,
                 refresh=args.refresh,
                 title=", ".join(model_names),
+                nproc=args.nproc,
             )
         except ArgumentProblem as problem:  # the API's own check, worded with the option as typed
             names = {"model": model_names, "optimizer": optimizer_names}.get(problem.argument, [])
