@@ -210,7 +210,7 @@ def test_steps_without_an_optimizer_step_is_a_usage_error_after_the_run(shell, n
         ("--steps -2 model(x)", "--steps must be positive"),
         ("--warmup 2 model(x)", "need --steps"),
         ("--record-shapes", "nothing to profile"),
-        ("--logdir /proc/torchmagic-nope model(x)", "cannot write to log directory"),
+        ("--logdir /proc/torchmagic-nope model(x)", "--logdir '/proc/torchmagic-nope' cannot be created"),
     ],
 )
 def test_bad_input_is_a_one_line_usage_error(shell, ns, line, message):
@@ -223,8 +223,9 @@ def test_bad_input_is_a_one_line_usage_error(shell, ns, line, message):
 def test_logdir_that_is_a_file_is_a_usage_error(shell, ns, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(UsageError, match="cannot write to log directory"):
-        shell.run_cell_magic("profile", f"--logdir {blocker}/sub", "model(x)\n")
+    with pytest.raises(UsageError, match="is below a file"):
+        shell.run_cell_magic("profile", f"--logdir {blocker}/sub", "ran = 1\n")
+    assert "ran" not in ns
 
 
 def test_static_summary_escapes_names_and_has_no_script(shell, ns):
@@ -253,3 +254,15 @@ def test_explorer_groups_and_filters_the_bokeh_table(shell, ns):
         assert ex.timeline is not None and len(ex.timeline.renderers[0].data_source.data["name"]) == r.timeline.shown
     finally:
         ex.close()
+
+
+def test_a_trace_that_could_not_be_written_is_not_reported(tiny_setup, tmp_path):
+    model, _, x, _ = tiny_setup
+    folder = tmp_path / "d"
+    with ProfileSession(trace_path=str(folder / "t.json")) as s:
+        model(x)
+        folder.rmdir()  # made by the up-front check, gone before the trace is written
+        (tmp_path / "d").write_text("now a file")
+    r = s.result
+    assert r.trace_path is None and r.trace_error.startswith("the trace was not written")
+    assert r.status == "completed" and r.op_count > 0  # the result itself is kept

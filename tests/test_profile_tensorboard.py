@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import stat
+import sys
 import time
 import urllib.request
 
@@ -85,3 +88,42 @@ def test_tensorboard_serves_the_plugin_on_localhost_and_stops(shell, ns, tmp_pat
         process = tbexport._servers[str(logdir)].process
         tbexport.stop_all()
     assert process.poll() is not None
+
+
+def test_tensorboard_that_exits_at_start_reports_its_last_stderr_line_at_once(tmp_path, monkeypatch):
+    script = "import sys; sys.stderr.write('starting\\nE0101 cannot read the log directory\\n'); sys.exit(3)"
+    monkeypatch.setattr(tbexport.TensorBoard, "command", lambda self: [sys.executable, "-c", script])
+    t = time.monotonic()
+    with pytest.raises(RuntimeError) as info:
+        tbexport.TensorBoard(str(tmp_path)).start()
+    assert str(info.value) == "TensorBoard exited at start (code 3): E0101 cannot read the log directory"
+    assert time.monotonic() - t < 15
+
+
+@pytest.mark.slow
+def test_real_tensorboard_on_a_taken_port_fails_fast_with_its_own_reason(tmp_path):
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen(1)
+        t = time.monotonic()
+        with pytest.raises(RuntimeError, match="exited at start") as info:
+            tbexport.TensorBoard(str(tmp_path), port=blocker.getsockname()[1]).start()
+    assert "port" in str(info.value).lower() and time.monotonic() - t < 60  # bounded by TensorBoard's import time
+
+
+def test_tensorboard_message_points_to_the_offline_views(shell, ns, tmp_path, monkeypatch, capsys):
+    class Fake:
+        profiler_url = "http://127.0.0.1:1/#pytorch_profiler"
+
+    monkeypatch.setattr(tbexport, "serve", lambda logdir, port=None: Fake())
+    r = shell.run_cell_magic("profile", f"--logdir {tmp_path} --tensorboard --display none", "model(x)\n")
+    out = capsys.readouterr().out
+    assert r.tensorboard_url == Fake.profiler_url and "Google Charts from the internet" in out
+    assert "torchmagic.last_profile()" in out
+
+
+def test_default_tensorboard_logdir_is_private(tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    logdir = tbexport.default_logdir()
+    assert logdir == str(tmp_path / f"torchmagic-{os.getuid()}" / "tensorboard")
+    assert stat.S_IMODE(os.lstat(logdir).st_mode) == 0o700

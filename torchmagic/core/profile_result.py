@@ -107,7 +107,8 @@ class ProfileResult:
     op_events: dict[str, list[Any]] = field(default_factory=empty_op_events)
     timeline: Timeline = field(default_factory=Timeline)
     memory: list[MemoryCurve] = field(default_factory=list)
-    trace_path: str | None = None
+    trace_path: str | None = None  # only ever a file that was written
+    trace_error: str | None = None  # why the trace could not be written, if it could not
     logdir: str | None = None
     run_dir: str | None = None
     tensorboard_url: str | None = None

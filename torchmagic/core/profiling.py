@@ -11,7 +11,6 @@ ends (completed, exception, Ctrl-C) the profiler is stopped, the hook removed, a
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 import warnings
 from types import TracebackType
@@ -23,6 +22,7 @@ from torchmagic.core import tbexport
 from torchmagic.core.attachments import Attachments
 from torchmagic.core.profile_result import ProfileResult, set_last_profile
 from torchmagic.core.profile_trace import TIMELINE_EVENTS, read_trace
+from torchmagic.core.safe_paths import check_run_dir, check_trace_path, private_dir, trace_file_name, write_new
 
 
 class ProfilerBusy(RuntimeError):
@@ -36,7 +36,9 @@ class ProfileSession:
     ``profile_memory``, ``with_stack``, ``with_modules`` (which also records Python stacks:
     for eager modules that is where the module names live). ``steps`` (with ``wait`` and
     ``warmup``) profiles that many optimizer steps. ``trace_path`` or ``logdir`` choose where
-    the Chrome trace goes (a temporary file by default); ``timeline_events`` caps the events
+    the Chrome trace goes (a new file in a per-user temporary folder by default; a ``trace_path``
+    naming a directory gets a new file inside it; an existing file is refused, never
+    overwritten); bad paths raise ValueError here, before anything runs. ``timeline_events`` caps the events
     kept for the timeline (the longest are kept); ``user_files`` maps file names of the profiled
     code to labels ("cell") so its frames read as "cell:3 <module>" in the source-line grouping.
     """
@@ -71,7 +73,19 @@ class ProfileSession:
             wait=wait,
             warmup=warmup,
         )
-        self.trace_path, self.logdir, self.run_name = trace_path, logdir, run_name
+        if timeline_events < 0:
+            raise ValueError(f"timeline_events must be 0 or more, got {timeline_events}")
+        # Paths are checked (and missing folders made) now, before any code runs: a result is
+        # never lost afterwards to a path that could not be written.
+        self.trace_path = None if trace_path is None else check_trace_path(trace_path, "trace_path")
+        self.logdir = None if logdir is None else tbexport.check_logdir(logdir, "logdir")
+        if run_name is not None and logdir is None:
+            raise ValueError("run_name needs logdir")
+        if self.logdir is not None:
+            check_run_dir(self.logdir, run_name, "run_name")
+        self.run_name = run_name
+        if self.trace_path is None and self.logdir is None:
+            default_trace_dir()  # a planted symlink or a foreign folder is refused now, not after the run
         self.timeline_events = timeline_events
         self.user_files = dict(user_files or {})
         self.steps_seen = 0
@@ -179,20 +193,25 @@ class ProfileSession:
         return result
 
     def _export(self, result: ProfileResult) -> None:
-        """Write the Chrome trace once: into the TensorBoard run when there is a logdir."""
-        if self.logdir is not None:
-            run_dir, path = tbexport.write_run(self._prof.export_chrome_trace, self.logdir, self.run_name)
-            result.logdir, result.run_dir, result.trace_path = os.path.abspath(self.logdir), run_dir, path
-            if self.trace_path:
-                import shutil
+        """Write the Chrome trace once: into the TensorBoard run when there is a logdir.
 
-                shutil.copyfile(path, self.trace_path)
-                result.trace_path = os.path.abspath(self.trace_path)
-            return
-        path = self.trace_path or default_trace_path()
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._prof.export_chrome_trace(path)
-        result.trace_path = os.path.abspath(path)
+        A write that fails anyway (disk full, a folder removed meanwhile) keeps the result and
+        says so in ``trace_error``; ``trace_path`` only ever names a file that was written.
+        """
+        try:
+            if self.logdir is not None:
+                run_dir, path = tbexport.write_run(self._prof.export_chrome_trace, self.logdir, self.run_name)
+                result.logdir, result.run_dir, result.trace_path = self.logdir, run_dir, path
+                if self.trace_path:
+                    import shutil
+
+                    result.trace_path = write_new(lambda p: shutil.copyfile(path, p), self.trace_path)
+                return
+            path = self.trace_path or os.path.join(default_trace_dir(), trace_file_name())
+            result.trace_path = write_new(self._prof.export_chrome_trace, path)
+        except Exception as exc:  # noqa: BLE001 - torch reports some write failures as RuntimeError
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            result.trace_error = f"the trace was not written: {reason}"
 
 
 def _stacks(options: dict[str, Any]) -> bool:
@@ -209,7 +228,10 @@ def _force_profiler_off() -> None:
         torch.autograd.profiler._is_profiler_enabled = False
 
 
+def default_trace_dir() -> str:
+    """The per-user folder for traces without ``trace_path``: ``<tempdir>/torchmagic-<uid>/profiles``."""
+    return private_dir("profiles")
+
+
 def default_trace_path() -> str:
-    folder = os.path.join(tempfile.gettempdir(), f"torchmagic-{os.getuid() if hasattr(os, 'getuid') else 'user'}-profiles")
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return os.path.join(folder, f"profile-{stamp}-{os.getpid()}-{time.monotonic_ns() % 10**6}.pt.trace.json")
+    return os.path.join(default_trace_dir(), trace_file_name())

@@ -35,8 +35,13 @@ class ProfileMagics(Magics):
     )
     @argument("--run", default=None, metavar="NAME", help="with --logdir: the run's name (default: profile-<time>)")
     @argument("--tensorboard", action="store_true", help="start TensorBoard on 127.0.0.1 for the log directory and link it")
+    @argument("--port", type=int, default=None, metavar="P", help="with --tensorboard: the port (default: a free one)")
     @argument(
-        "--trace", default=None, metavar="FILE", help="where to write the Chrome/Perfetto trace JSON (default: a temporary file)"
+        "--trace",
+        default=None,
+        metavar="FILE",
+        help="where to write the Chrome/Perfetto trace JSON; a directory gets a new file inside it, an existing"
+        " file is refused, never overwritten (default: a new file in a per-user temporary folder)",
     )
     @argument("--group", default="op", choices=("op", "shape", "module", "line"), help="first grouping of the op table")
     @argument(
@@ -82,32 +87,35 @@ class ProfileMagics(Magics):
         from torchmagic.core import tbexport
         from torchmagic.core.profile_trace import TIMELINE_EVENTS
         from torchmagic.core.profiling import ProfilerBusy, ProfileSession
+        from torchmagic.core.safe_paths import check_run_dir, check_trace_path
 
         logdir = args.logdir
-        if args.tensorboard and logdir is None:
-            import os
-            import tempfile
-
-            logdir = os.path.join(tempfile.gettempdir(), "torchmagic-tensorboard")
-        if logdir is not None:
-            try:
-                logdir = tbexport.check_logdir(logdir)
-            except tbexport.LogdirError as exc:
-                raise UsageError(f"{kind}: {exc}") from None
-        session = ProfileSession(
-            steps=args.steps,
-            wait=args.wait,
-            warmup=args.warmup,
-            record_shapes=args.record_shapes,
-            profile_memory=args.profile_memory,
-            with_stack=args.with_stack,
-            with_modules=args.with_modules,
-            trace_path=args.trace,
-            logdir=logdir,
-            run_name=args.run,
-            timeline_events=TIMELINE_EVENTS if args.timeline_events is None else args.timeline_events,
-            user_files={filename: "cell" if cell is not None else "statement"},
-        )
+        try:
+            if args.tensorboard and logdir is None:
+                logdir = tbexport.default_logdir()
+            # Every path and the port are checked now: the cell must not run only to lose its result.
+            trace = None if args.trace is None else check_trace_path(args.trace, "--trace")
+            if logdir is not None:
+                logdir = tbexport.check_logdir(logdir, "--logdir")
+                check_run_dir(logdir, args.run, "--run")
+            if args.tensorboard and args.port is not None and not tbexport.serving(logdir, args.port):
+                tbexport.check_port(args.port, "--port")
+            session = ProfileSession(
+                steps=args.steps,
+                wait=args.wait,
+                warmup=args.warmup,
+                record_shapes=args.record_shapes,
+                profile_memory=args.profile_memory,
+                with_stack=args.with_stack,
+                with_modules=args.with_modules,
+                trace_path=trace,
+                logdir=logdir,
+                run_name=args.run,
+                timeline_events=TIMELINE_EVENTS if args.timeline_events is None else args.timeline_events,
+                user_files={filename: "cell" if cell is not None else "statement"},
+            )
+        except ValueError as exc:
+            raise UsageError(f"{kind}: {exc}") from None
         ns = self.shell.user_ns
         try:
             with session:
@@ -138,10 +146,12 @@ class ProfileMagics(Magics):
             raise UsageError(f"{kind}: --wait and --warmup must be 0 or more")
         if (args.wait or args.warmup) and args.steps is None:
             raise UsageError(f"{kind}: --wait and --warmup need --steps N")
-        if args.timeline_events is not None and args.timeline_events < 0:
-            raise UsageError(f"{kind}: --timeline-events must be 0 or more, got {args.timeline_events}")
-        if args.run is not None and (not args.run.strip() or "/" in args.run or args.run.startswith(".")):
-            raise UsageError(f"{kind}: --run must be a plain directory name, got {args.run!r}")
+        if args.timeline_events is not None and args.timeline_events <= 0:
+            raise UsageError(f"{kind}: --timeline-events must be positive, got {args.timeline_events}")
+        if args.run is not None and args.logdir is None and not args.tensorboard:
+            raise UsageError(f"{kind}: --run needs --logdir DIR (or --tensorboard)")
+        if args.port is not None and not args.tensorboard:
+            raise UsageError(f"{kind}: --port needs --tensorboard")
 
     def _compile(self, code_text: str) -> tuple[Any, str]:
         filename = self.shell.compile.cache(code_text)
@@ -157,9 +167,16 @@ class ProfileMagics(Magics):
             from torchmagic.core import tbexport
 
             try:
-                result.tensorboard_url = tbexport.serve(result.logdir).profiler_url
+                result.tensorboard_url = tbexport.serve(result.logdir, args.port).profiler_url
             except RuntimeError as exc:
                 print(f"TensorBoard could not start: {exc}")
+            else:
+                print(
+                    f"TensorBoard: {result.tensorboard_url} (its Overview page loads Google Charts from the internet;"
+                    " offline, use torchmagic.last_profile(): .table and the timeline)"
+                )
+        if result.trace_error:
+            print(f"Note: {result.trace_error}")
         from torchmagic.display import frontend
 
         if mode == "auto":
