@@ -25,9 +25,10 @@ import numpy as np
 from IPython.display import HTML, display
 from jupyter_bokeh import BokehModel
 
+from torchmagic.core.distributed import DistributedSnapshot
 from torchmagic.core.monitor import Snapshot
 from torchmagic.core.result import RunResult
-from torchmagic.display import figures, panels, protocol
+from torchmagic.display import figures, panels, protocol, series
 from torchmagic.display.series import Columns, Decimator, SeriesBatch, UpdateKind, as_float32, ema
 from torchmagic.display.svg import PALETTE
 from torchmagic.display.widget import DashboardWidget
@@ -42,6 +43,7 @@ TRANSPORTS = ("lab", "stock")
 POINTS_PER_REFRESH = 32
 LAYER_POINTS_PER_REFRESH = 16
 STEP_CURVES = ("x", "loss", "loss_smooth", "lr", "rate")
+REPLACE_VALUES = 5000  # float32 values of a curve replace that keep it under 20 KB (the step curves: 5 x 1000)
 
 
 class SourceUpdate(NamedTuple):
@@ -73,6 +75,8 @@ class LiveDashboard:
         self._layer_dec = Decimator(500)
         self._rows_seen = 0  # rows of the run's history already thinned into _points
         self._points: dict[str, list[float]] = {name: [] for name in STEP_CURVES}
+        self._rank_points: dict[str, list[float]] | None = None  # distributed runs: the curves by rank, thinned alike
+        self._rank_dec = Decimator(1000)
         self._ema_last: float | None = None
         self._tracked: list[str] = []
         self._layer_cols: dict[str, list[float | None]] = {"x": []}
@@ -107,7 +111,7 @@ class LiveDashboard:
             return
         self._last_send = now
         sections = self._changed_sections(snap, now)
-        updates = self._source_updates(snap.result)
+        updates = self._source_updates(snap.result, snap.ranks if isinstance(snap, DistributedSnapshot) else None, snap.final)
         progress = {"fraction": snap.fraction, "label": panels.progress_label(snap)}
         if self.transport == "lab":
             self._send_lab(sections, progress, updates)
@@ -135,14 +139,20 @@ class LiveDashboard:
         self._sections.update(changed)
         return changed
 
-    def _source_updates(self, r: RunResult) -> list[SourceUpdate]:
+    def _source_updates(self, r: RunResult, ranks: Mapping[int, Any] | None = None, final: bool = False) -> list[SourceUpdate]:
         """An update for every source with something new."""
         out: list[SourceUpdate] = []
-        self._thin_new_steps(r.columns)
+        if ranks and len(ranks) > 1 and self._rank_points is None and (len(r.columns.get("step", ())) >= 2 or final):
+            self._add_rank_curves(r.columns, ranks)
+        self._thin_new_steps(r.columns, ranks)
         curves: dict[str, Sequence[float | None]] = dict(self._points)
         batch = _take(self._steps, curves, "x")
         if batch is not None:
             out.append(SourceUpdate.of(batch, self.figs.steps))
+        if self._rank_points is not None and self.figs.ranks is not None:
+            batch = _take(self._rank_dec, dict(self._rank_points), "x")
+            if batch is not None:
+                out.append(SourceUpdate.of(batch, self.figs.ranks))
         mem = r.memory
         if mem.get("time"):
             n = len(mem["time"])
@@ -164,8 +174,21 @@ class LiveDashboard:
             out.append(hist)
         return out
 
-    def _thin_new_steps(self, cols: Mapping[str, Any]) -> None:
-        """Append the history rows since the last refresh to ``_points``, at most POINTS_PER_REFRESH of them."""
+    def _add_rank_curves(self, cols: Mapping[str, Any], ranks: Mapping[int, Any]) -> None:
+        """The plots by rank, added at the first refresh with two steps (by then a rank that times its
+        data and forward has sent that time), and the rows the dashboard has already thinned."""
+        what = series.rank_time_column(cols)
+        title = ("data + forward" if what == "local_time" else "step") + " time by rank (ms)"
+        source = figures.add_ranks(self.figs, series.rank_labels(ranks), title)
+        self._rank_dec = Decimator(min(1000, REPLACE_VALUES // len(source.data)))
+        done = self._rows_seen
+        first = series.rank_curves(cols, ranks, 0, done)
+        keep = thin(done, POINTS_PER_REFRESH)
+        self._rank_points = {name: as_float32(values)[keep].tolist() for name, values in first.items()}
+
+    def _thin_new_steps(self, cols: Mapping[str, Any], ranks: Mapping[int, Any] | None = None) -> None:
+        """Append the history rows since the last refresh to ``_points`` (and to ``_rank_points``, the
+        same rows), at most POINTS_PER_REFRESH of them."""
         start, stop = self._rows_seen, len(cols.get("step", ()))
         if stop <= start:
             return
@@ -182,6 +205,9 @@ class LiveDashboard:
         keep = thin(stop - start, POINTS_PER_REFRESH, extremes=loss)
         for name, values in new.items():
             self._points[name].extend(values[keep].tolist())
+        if self._rank_points is not None and ranks:
+            for name, curve in series.rank_curves(cols, ranks, start, stop).items():
+                self._rank_points[name].extend(as_float32(curve)[keep].tolist())
 
     def _collect_layer_rows(self, r: RunResult) -> None:
         rows = r.layer_rows

@@ -8,6 +8,7 @@ from bokeh.layouts import gridplot
 from bokeh.models import ColumnDataSource, LinearColorMapper
 from bokeh.plotting import figure
 
+from torchmagic.display.series import SPREAD
 from torchmagic.display.svg import PALETTE
 
 TRACKED_LAYERS = 8
@@ -21,6 +22,7 @@ class DashboardFigures:
     memory: ColumnDataSource  # t, rss, cuda_allocated, cuda_reserved (MiB)
     layers: ColumnDataSource  # scheduled steps: x, gn (global grad norm), g0..g7 (by layer), a0..a7 (activation std)
     hist: ColumnDataSource | None  # x, y, w, v
+    ranks: ColumnDataSource | None = None  # distributed runs: x, l0.., t0.. (by rank) or l_p0.., t_p0.. (a band)
 
 
 def _figure(title: str, x_label: str = "step", **kw: object) -> figure:
@@ -84,3 +86,25 @@ def build(histograms: bool) -> DashboardFigures:
             last.line("x", f"a{i}", source=layers, color=PALETTE[i % len(PALETTE)], alpha=0.8)
     layout = gridplot([[loss, lr, rate], [grad, memory, last]], toolbar_location=None, merge_tools=False)
     return DashboardFigures(layout, steps, mem, layers, hist_source)
+
+
+def add_ranks(figs: DashboardFigures, labels: list[str], time_title: str) -> ColumnDataSource:
+    """A third row for a distributed run: loss and time by rank, one line per rank (``labels``) or,
+    with no labels, the p0-p100 band across ranks and its p50 line."""
+    cols = ["x", *(f"{k}{i}" for k in "lt" for i in range(len(labels)))] if labels else ["x"]
+    cols += [] if labels else [f"{k}_{q}" for k in "lt" for q in SPREAD]
+    source = ColumnDataSource({k: [] for k in cols}, name="tm-ranks")
+    loss, times = _figure("loss by rank"), _figure(time_title)
+    for fig, key in ((loss, "l"), (times, "t")):
+        if labels:
+            for i, label in enumerate(labels):
+                fig.line("x", f"{key}{i}", source=source, color=PALETTE[i % len(PALETTE)], legend_label=label)
+        else:
+            fig.varea("x", f"{key}_p0", f"{key}_p100", source=source, color=PALETTE[0], alpha=0.25, legend_label="p0–p100")
+            fig.line("x", f"{key}_p50", source=source, color=PALETTE[0], line_width=1.5, legend_label="p50")
+        fig.legend.label_text_font_size = "9px"
+        fig.legend.location = "top_right"
+        fig.legend.spacing, fig.legend.padding = 0, 2
+    figs.layout.children = [*figs.layout.children, (loss, 2, 0), (times, 2, 1)]  # type: ignore[attr-defined]
+    figs.ranks = source
+    return source

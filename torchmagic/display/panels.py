@@ -6,10 +6,11 @@ import math
 from html import escape
 from typing import Any
 
+from torchmagic.core.distributed import DistributedSnapshot
 from torchmagic.core.formatting import duration, nbytes, number, rate
 from torchmagic.core.monitor import Snapshot
 from torchmagic.core.result import RunResult
-from torchmagic.display import svg
+from torchmagic.display import series, svg
 from torchmagic.display.series import ema
 
 STATUS_COLORS = {"running": "#1f77b4", "completed": "#2ca02c", "interrupted": "#ff7f0e", "failed": "#d62728"}
@@ -162,7 +163,11 @@ def snapshot_html(result: RunResult, snap: Snapshot | None = None) -> str:
             k: [None if v is None else v / 2**20 for v in mem[k]] for k in ("rss", "cuda_allocated", "cuda_reserved") if k in mem
         }
         charts.append(svg.line_chart("memory (MiB) over time (s)", mem["time"], mib))
-    logged = [k for k in cols if k not in _BUILTIN_COLUMNS and not k.startswith("lr_")]
+    ranks = snap.ranks if isinstance(snap, DistributedSnapshot) and len(snap.ranks) > 1 else None
+    if ranks:
+        charts.extend(rank_charts(cols, ranks))
+    aggregate = _RANK_COLUMNS if isinstance(snap, DistributedSnapshot) else set()
+    logged = [k for k in cols if k not in _BUILTIN_COLUMNS and k not in aggregate and not k.startswith("lr_")]
     for name in logged[:4]:
         charts.append(svg.line_chart(name, steps, {name: cols[name]}))
     return (
@@ -170,6 +175,22 @@ def snapshot_html(result: RunResult, snap: Snapshot | None = None) -> str:
         f'<div>{_error(result)}{alerts(result)}</div><div class="tm-charts">{"".join(charts)}</div>{layers(result)}'
         f'<div style="color:#888">torchmagic · {escape(result.summary())}</div></div>'
     )
+
+
+def rank_charts(cols: Any, ranks: Any) -> list[str]:
+    """Loss and time by rank, as the live dashboard draws them: a line per rank, or the p0-p100 band
+    and the p50 line beyond ``series.MAX_RANK_LINES`` ranks."""
+    curves = series.rank_curves(cols, ranks, 0, len(cols.get("step", ())))
+    labels = series.rank_labels(ranks)
+    time_title = ("data + forward" if series.rank_time_column(cols) == "local_time" else "step") + " time by rank (ms)"
+    charts = []
+    for key, title in (("l", "loss by rank"), ("t", time_title)):
+        if labels:
+            charts.append(svg.line_chart(title, curves["x"], {label: curves[f"{key}{i}"] for i, label in enumerate(labels)}))
+        else:
+            band = (curves[f"{key}_p0"], curves[f"{key}_p100"])
+            charts.append(svg.line_chart(title, curves["x"], {"p50": curves[f"{key}_p50"]}, band=band))
+    return charts
 
 
 def html(result: RunResult) -> str:
@@ -182,3 +203,5 @@ def text(result: RunResult) -> str:
 
 
 _BUILTIN_COLUMNS = {"step", "time", "loss", "lr", "grad_norm", "samples_per_s", "step_time"}
+# the aggregate of a distributed run: percentiles across ranks and the ranks' local time, drawn by rank
+_RANK_COLUMNS = {"local_time", *(f"{c}_{q}" for c in ("loss", "step_time", "local_time") for q in series.SPREAD)}

@@ -8,8 +8,8 @@ most ``limit`` points per curve in the browser, and the cost of a refresh stays 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -82,3 +82,45 @@ def ema(values: Sequence[float | None], alpha: float = 0.1, start: float | None 
             avg = v if avg is None else avg + alpha * (v - avg)
         out.append(avg)
     return Smoothed(out, avg)
+
+
+# ----------------------------------------------------------------- ranks of a distributed run
+MAX_RANK_LINES = 8  # one line per rank up to this many ranks; beyond, a p0-p100 band and the p50 line
+SPREAD = ("p0", "p50", "p100")
+
+
+def rank_time_column(cols: Mapping[str, Any]) -> str:
+    """The time drawn per rank: ``local_time`` (data loading and forward, the part no rank waits for
+    another, so a straggler stands out) where the ranks measured it, else the whole ``step_time``."""
+    return "local_time" if "local_time" in cols else "step_time"
+
+
+def rank_labels(ranks: Mapping[int, Any]) -> list[str]:
+    """The legend of each per-rank line (``l{i}``/``t{i}`` columns), or [] when the ranks are drawn as a band."""
+    return [f"rank {r}" for r in sorted(ranks)] if len(ranks) <= MAX_RANK_LINES else []
+
+
+def rank_curves(cols: Mapping[str, Any], ranks: Mapping[int, Any], start: int, stop: int) -> dict[str, list[float | None]]:
+    """Rows ``start..stop`` of the aggregate history as per-rank curves: ``x`` (the step), then the loss
+    ``l{i}`` and the time in ms ``t{i}`` of the i-th rank, or, beyond MAX_RANK_LINES ranks, ``l_p0`` ..
+    ``t_p100`` from the aggregate's percentile columns."""
+    steps = [int(s) for s in list(cols.get("step", ()))[start:stop]]
+    what = rank_time_column(cols)
+    out: dict[str, list[float | None]] = {"x": [float(s) for s in steps]}
+    if rank_labels(ranks):
+        for i, r in enumerate(sorted(ranks)):
+            view = ranks[r]
+            out[f"l{i}"] = [view.value("loss", s) for s in steps]
+            out[f"t{i}"] = [_ms(view.value(what, s)) for s in steps]
+        return out
+    for key, name in (("l", "loss"), ("t", what)):
+        for q in SPREAD:
+            column = cols.get(f"{name}_{q}")
+            values = list(column[start:stop]) if column is not None else []
+            values += [None] * (len(steps) - len(values))
+            out[f"{key}_{q}"] = values if key == "l" else [_ms(v) for v in values]
+    return out
+
+
+def _ms(seconds: Any) -> float | None:
+    return None if seconds is None else float(seconds) * 1e3

@@ -40,8 +40,10 @@ def line_chart(
     width: int = 300,
     height: int = 150,
     log_y: bool = False,
+    band: tuple[Sequence[float | None], Sequence[float | None]] | None = None,
 ) -> str:
-    """An SVG line chart of one or more series sharing x; empty series are left out."""
+    """An SVG line chart of one or more series sharing x; empty series are left out. ``band`` (low
+    and high values at each x, linear y only) is shaded behind the first series' colour."""
     pad_l, pad_b, pad_t = 46, 18, 18
     lines = {}
     for name, ys in series.items():
@@ -57,7 +59,9 @@ def line_chart(
             head
             + f'<text x="{width // 2}" y="{height // 2}" font-size="10" fill="#999" text-anchor="middle">no data</text></svg>'
         )
-    all_pts = [p for pts in lines.values() for p in pts]
+    lo = decimate(_finite_points(xs, band[0])) if band is not None and not log_y else []
+    hi = decimate(_finite_points(xs, band[1])) if band is not None and not log_y else []
+    all_pts = [p for pts in lines.values() for p in pts] + lo + hi
     x0, x1 = min(p.x for p in all_pts), max(p.x for p in all_pts)
     y0, y1 = min(p.y for p in all_pts), max(p.y for p in all_pts)
     x1 = x1 if x1 > x0 else x0 + 1
@@ -80,6 +84,11 @@ def line_chart(
         f'<text x="{pad_l}" y="{height - 4}" font-size="9" fill="#666">{number(x0, 3)}</text>',
         f'<text x="{width - 6}" y="{height - 4}" font-size="9" text-anchor="end" fill="#666">{number(x1, 3)}</text>',
     ]
+    if lo and hi:
+        outline = " ".join(f"{sx(p.x):.1f},{sy(p.y):.1f}" for p in [*lo, *reversed(hi)])
+        body.append(
+            f'<polygon fill="{PALETTE[0]}" fill-opacity="0.25" stroke="none" points="{outline}"><title>p0–p100</title></polygon>'
+        )
     for i, (name, pts) in enumerate(lines.items()):
         color = PALETTE[i % len(PALETTE)]
         path = " ".join(f"{sx(p.x):.1f},{sy(p.y):.1f}" for p in pts)
