@@ -11,6 +11,7 @@ with other work, torch's default of one thread per core makes these small models
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import pathlib
@@ -124,7 +125,10 @@ def executed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
             if item.module is request.module and "executed" in getattr(item, "fixturenames", ()) and hasattr(item, "callspec")
         }
     )
-    return asyncio.run(_execute_all(wanted, tmp_path_factory.mktemp("demo_notebooks")))
+    work = _execute_all(wanted, tmp_path_factory.mktemp("demo_notebooks"))
+    # A loop of its own on a thread of its own: the test process may already run one (Playwright's).
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, work).result()
 
 
 def ran(executed: dict[str, Executed], name: str) -> Executed:

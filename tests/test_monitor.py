@@ -319,3 +319,56 @@ def test_forwards_without_backward_keep_no_activations_alive(tiny_setup):
             model(x)
         assert len(mon._outputs) <= ROOTS_KEPT
         assert sum(len(o) for o in mon._outputs) <= ROOTS_KEPT * 3
+
+
+def test_log_takes_numpy_scalars_and_keeps_nan(tiny_setup):
+    import numpy as np
+
+    model, opt, x, y = tiny_setup
+    with TrainingMonitor([model], [opt]) as mon:
+        for i in range(3):
+            _loop(model, opt, x, y, 1)
+            torchmagic.log(acc=np.float32(0.5), seen=np.int64(i), ok=np.bool_(True), gap=float("nan"), arr=np.array([2.0]))
+    h = mon.result.history
+    assert mon.result.status == "completed"
+    assert h["acc"].tolist() == [0.5] * 3 and h["seen"].tolist() == [0, 1, 2] and h["ok"].tolist() == [1.0] * 3
+    assert h["gap"].isna().all() and mon.result.columns["gap"][0] is not None  # a logged NaN, not a missing value
+    assert h["arr"].tolist() == [2.0] * 3
+
+
+@pytest.mark.parametrize("name", ["loss", "step", "lr", "time", "grad_norm", "samples_per_s", "step_time", "lr_1"])
+def test_log_refuses_the_names_of_measured_columns(tiny_setup, name):
+    model, opt, x, y = tiny_setup
+    with pytest.raises(ValueError, match=f"'{name}' is a column the monitor records itself.*'{name}_logged'"):
+        with TrainingMonitor([model], [opt]) as mon:
+            losses = _loop(model, opt, x, y, 2)
+            torchmagic.log(**{"fine": 1.0, name: 123.0})
+    assert mon.result.history["loss"].tolist() == pytest.approx(losses, rel=1e-6)  # measured values untouched
+    assert "fine" not in mon.result.columns  # all or nothing: a refused call keeps none of its values
+
+
+@pytest.mark.parametrize(
+    "value, error, message",
+    [("high", TypeError, "is a str"), (torch.ones(3), ValueError, "has 3 elements"), (None, TypeError, "NoneType")],
+)
+def test_log_gives_a_clear_error_for_what_it_cannot_record(tiny_setup, value, error, message):
+    model, opt, x, y = tiny_setup
+    with pytest.raises(error, match=message):
+        with TrainingMonitor([model], [opt]) as mon:
+            _loop(model, opt, x, y, 1)
+            torchmagic.log(bad=value)
+    assert mon.result.status == "failed" and mon.result.steps == len(mon.result.history) == 1
+
+
+def test_an_error_in_the_final_refresh_leaves_steps_and_history_agreeing(tiny_setup, monkeypatch):
+    from torchmagic.core import devicestats
+
+    model, opt, x, y = tiny_setup
+    with TrainingMonitor([model], [opt], refresh_interval=3600.0) as mon:  # every step waits for the final refresh
+        _loop(model, opt, x, y, 4)
+        monkeypatch.setattr(devicestats, "to_host", lambda items: (_ for _ in ()).throw(RuntimeError("device lost")))
+    r = mon.result
+    assert r.steps == len(r.history) == 4 and r.history["step"].tolist() == [1, 2, 3, 4]
+    assert r.history["loss"].isna().all()  # the values that waited on the device are missing, not invented
+    assert "final refresh" in r.error and "device lost" in r.error
+    assert any(a.kind == "error" for a in r.alerts) and r.status == "completed"

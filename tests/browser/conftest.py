@@ -183,21 +183,21 @@ def _stop_server(server: JupyterServer) -> None:
             pass
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
     server = _start_server("lab", tmp_path_factory.mktemp("lab"))
     yield server
     _stop_server(server)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def notebook_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
     server = _start_server("notebook", tmp_path_factory.mktemp("notebook"))
     yield server
     _stop_server(server)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 

@@ -9,6 +9,7 @@ import math
 import textwrap
 from typing import Any
 
+import psutil
 import pytest
 from IPython.core.error import UsageError
 
@@ -232,6 +233,7 @@ def test_a_fault_in_a_step_is_the_users_exception(shell, stage):
 
 
 def test_a_fault_in_a_dataloader_worker(shell):
+    workers_before = {p.pid for p in psutil.Process().children(recursive=True)}
     cell = """
     class Faulty(torch.utils.data.Dataset):
         __len__ = lambda self: 8
@@ -245,6 +247,13 @@ def test_a_fault_in_a_dataloader_worker(shell):
     error = train_cell(shell, cell).error_in_exec
     assert type(error) is ValueError and "boom in a worker" in str(error)
     assert torchmagic.last_run().status == "failed" and torchmagic.last_run().steps == 2
+    # The worker belongs to the user's DataLoader, whose iterator the traceback IPython keeps for
+    # %debug holds alive (as without torchmagic); end it so later tests start without children.
+    new = [p for p in psutil.Process().children(recursive=True) if p.pid not in workers_before]
+    assert all(p.name() == "pt_data_worker" for p in new), new
+    for p in new:
+        p.terminate()
+    psutil.wait_procs(new, timeout=20)
 
 
 KILL = "import os, signal\nos.kill(os.getpid(), signal.SIGINT)\n"
