@@ -91,3 +91,22 @@ MODELS: dict[str, ModelSpec] = {
 def cycle_batches(batches: list, steps: int) -> list:
     """A loader of `steps` batches that reuses the distinct ones (bounded memory, has a len)."""
     return [batches[i % len(batches)] for i in range(steps)]
+
+
+def tiny_mlp() -> nn.Module:
+    """32 -> 64 -> 10: a step is a fraction of a millisecond, so any fixed cost per step shows."""
+    return nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10))
+
+
+def small_transformer(layers: int = 12) -> nn.Module:
+    """A 12-layer TransformerEncoder (d_model 64, 4 heads) over 16 tokens, then a linear head:
+    about 110 module calls per step, each doing little work."""
+    layer = nn.TransformerEncoderLayer(64, 4, 128, dropout=0.1, batch_first=True)
+    return nn.Sequential(nn.TransformerEncoder(layer, layers, enable_nested_tensor=False), nn.Flatten(), nn.Linear(64 * 16, 10))
+
+
+HOT_PATH_MODELS: dict[str, ModelSpec] = {
+    "tiny-mlp": ModelSpec("tiny-mlp", tiny_mlp, (32,), batch_size=64),
+    "transformer-12": ModelSpec("transformer-12", small_transformer, (16, 64), batch_size=8),
+    "cifar-cnn": ModelSpec("cifar-cnn", cifar_cnn, (3, 32, 32), batch_size=32),
+}

@@ -26,6 +26,7 @@ class AlertBook:
     def __init__(self, limit: int = 200) -> None:
         self._by_key: dict[tuple[str, str], Alert] = {}
         self.alerts: list[Alert] = []
+        self._kinds: set[str] = set()
         self._limit = limit
         self.version = 0  # bumped on every change, so displays redraw only when needed
 
@@ -43,7 +44,16 @@ class AlertBook:
         alert = Alert(kind, step, message, module, 1, dict(details))
         self._by_key[k] = alert
         self.alerts.append(alert)
+        self._kinds.add(kind)
         return alert
 
+    def revise(self, alert: Alert, message: str, module: str | None = None, **details: object) -> None:
+        """Say more about an alert already raised (the module found later, say)."""
+        alert.message = message
+        if module is not None:
+            alert.module = module
+        alert.details.update(details)
+        self.version += 1
+
     def has(self, kind: str) -> bool:
-        return any(a.kind == kind for a in self.alerts)
+        return kind in self._kinds

@@ -29,6 +29,7 @@ class StepEvents:
     before_optimizer_step: Callable[[torch.optim.Optimizer], None]
     after_optimizer_step: Callable[[torch.optim.Optimizer], None]
     step_skipped: Callable[[], None]  # GradScaler skipped optimizer.step()
+    backward_failed: Callable[[], None] = lambda: None  # backward() raised (after before_backward)
 
 
 class _ScaledLoss(NamedTuple):
@@ -36,22 +37,40 @@ class _ScaledLoss(NamedTuple):
     loss: torch.Tensor  # the loss before scaling, detached
 
 
-def attach_step_events(attachments: Attachments, events: StepEvents) -> None:
+def attach_step_events(attachments: Attachments, events: StepEvents) -> StepPoints:
     """Report every backward() and optimizer step of the process to ``events`` until detached."""
-    _StepPoints(events).attach(attachments)
+    points = StepPoints(events)
+    points.attach(attachments)
+    return points
 
 
-class _StepPoints:
+class StepPoints:
+    """The attached points; ``before_optimizer_step`` is reported only while :meth:`report_before_step`
+    says so (it reads whole gradients: the monitor wants it on scheduled steps only)."""
+
     def __init__(self, events: StepEvents) -> None:
         self.events = events
         self.optimizer_steps = 0
         self.scaled: _ScaledLoss | None = None
+        self._pre_hook: Any = None
 
     def attach(self, attachments: Attachments) -> None:
-        attachments.hook(optim_module.register_optimizer_step_pre_hook(self._before_optimizer_step))
+        self.report_before_step(True)
+        attachments.callback(lambda: self.report_before_step(False))
         attachments.hook(optim_module.register_optimizer_step_post_hook(self._after_optimizer_step))
         self._wrap_backward(attachments)
         self._patch_grad_scaler(attachments)
+
+    @property
+    def reporting_before_step(self) -> bool:
+        return self._pre_hook is not None
+
+    def report_before_step(self, on: bool) -> None:
+        if on and self._pre_hook is None:
+            self._pre_hook = optim_module.register_optimizer_step_pre_hook(self._before_optimizer_step)
+        elif not on and self._pre_hook is not None:
+            self._pre_hook.remove()
+            self._pre_hook = None
 
     def _before_optimizer_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self.events.before_optimizer_step(optimizer)
@@ -62,12 +81,18 @@ class _StepPoints:
 
     def _wrap_backward(self, attachments: Attachments) -> None:
         original = torch.autograd.backward
-        points = self
+        loss_of = self.loss_of
+        before, after, failed = self.events.before_backward, self.events.after_backward, self.events.backward_failed
 
         def backward(tensors: Any, *args: Any, **kwargs: Any) -> Any:
-            points.events.before_backward(points.loss_of(tensors))
-            out = original(tensors, *args, **kwargs)
-            points.events.after_backward()
+            __tracebackhide__ = True
+            before(loss_of(tensors))
+            try:
+                out = original(tensors, *args, **kwargs)
+            except BaseException:
+                failed()
+                raise
+            after()
             return out
 
         backward.__wrapped__ = original  # type: ignore[attr-defined]
@@ -102,12 +127,10 @@ class _StepPoints:
             t = tensors[0]
         if t is None or t.numel() != 1:
             return None
-        value = t.detach()
-        if self.scaled is not None and self.scaled.scaled is t:
-            value = self.scaled.loss
-        self.scaled = None
+        scaled, self.scaled = self.scaled, None
+        value = scaled.loss if scaled is not None and scaled.scaled is t else t.detach()
         if value.dim() != 0:
             value = value.reshape(())
-        if value.dtype not in (torch.float32, torch.float64):
+        if value.dtype is not torch.float32 and value.dtype is not torch.float64:
             value = value.float()
         return value

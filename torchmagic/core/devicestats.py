@@ -16,7 +16,7 @@ import torch
 HIST_BINS = 28
 HIST_LOG10_RANGE = (-12.0, 2.0)  # histograms of log10|g|: half a decade per bin
 SAMPLE = 4096
-ACTIVATION_SAMPLE = 4096
+ACTIVATION_SAMPLE = 1024  # enough for a mean, a spread and a fraction of zeros to a percent or two
 
 
 def strided_sample(t: torch.Tensor, limit: int) -> torch.Tensor:
@@ -45,24 +45,6 @@ def grad_norms(grads: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def update_samples(params: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Copies of a strided sample of each parameter, taken before optimizer.step(): the update/weight
-    ratio then costs a few thousand elements per parameter instead of a copy of the model."""
-    return [strided_sample(p, SAMPLE).clone() for p in params]
-
-
-@torch.no_grad()
-def update_ratios(before: list[torch.Tensor], params: list[torch.Tensor]) -> torch.Tensor | None:
-    """|update| / |weight| of each parameter over the same samples as :func:`update_samples`."""
-    samples = [strided_sample(p, SAMPLE) for p in params]
-    delta = grad_norms(list(torch._foreach_sub(samples, before)))
-    weight = grad_norms(samples)
-    if not delta:
-        return None
-    return torch.stack([d.float() for d in delta]) / (torch.stack([w.float() for w in weight]) + 1e-12)
-
-
-@torch.no_grad()
 def log_magnitude_histogram(t: torch.Tensor) -> torch.Tensor:
     """Counts of log10|x| over a bounded strided sample, in HIST_BINS fixed bins."""
     lo, hi = HIST_LOG10_RANGE
@@ -77,43 +59,13 @@ class ActivationStats(NamedTuple):
     mean: float
     std: float
     zeros: float  # fraction of exact zeros
-    nonfinite: float  # fraction of NaN/Inf
-
-
-class ActivationGroup(NamedTuple):
-    indices: list[int]  # into the tensors summarised
-    rows: torch.Tensor  # [len(indices), len(ActivationStats._fields)]
-
-
-@torch.no_grad()
-def activation_summaries(tensors: list[torch.Tensor]) -> list[ActivationGroup]:
-    """Per group of tensors: their indices and one :class:`ActivationStats` row of each one's
-    strided sample.
-
-    Samples of equal length, device and dtype are stacked and reduced together, so the cost is a
-    handful of ops per group rather than per tensor; results stay per group because scattering
-    them into one tensor by a host index list would synchronise a GPU. Mean and std turn NaN when
-    a sample holds non-finite values; the last column says so.
-    """
-    samples = [_equal_sample(t, ACTIVATION_SAMPLE) for t in tensors]
-    groups: dict[tuple[int, torch.device, torch.dtype], list[int]] = {}
-    for i, s in enumerate(samples):
-        groups.setdefault((s.numel(), s.device, s.dtype), []).append(i)
-    out: list[ActivationGroup] = []
-    for (n, _, _), idx in groups.items():
-        if n == 0:
-            continue
-        m = _float(torch.stack([samples[i] for i in idx]))
-        std, mean = torch.std_mean(m, dim=1, correction=0)
-        zeros = (m == 0).sum(dim=1) / n
-        nonfinite = 1.0 - torch.isfinite(m).sum(dim=1) / n
-        out.append(ActivationGroup(idx, torch.stack([mean.float(), std.float(), zeros.float(), nonfinite.float()], dim=1)))
-    return out
+    nonfinite: float  # 1.0 when the sample holds NaN/Inf (its mean is then not finite), else 0.0
 
 
 def _equal_sample(t: torch.Tensor, limit: int) -> torch.Tensor:
-    """Exactly ``limit`` strided elements when the tensor has that many (so samples stack)."""
-    flat = t.detach().reshape(-1)
+    """Exactly ``limit`` strided elements when the tensor has that many (so samples stack); called
+    under ``no_grad``, so no ``detach`` is needed."""
+    flat = t.reshape(-1)
     n = flat.numel()
     return flat if n <= limit else flat[:: n // limit][:limit]
 

@@ -1,13 +1,20 @@
 """Forward-hook bookkeeping: which forward is a root, the shape table, and the leaf outputs kept
 until ``backward()`` for locating a non-finite value.
 
-:class:`ForwardHooks` is the only part of a run that runs on every module's forward. One call
-installs all of it into the run's :class:`Attachments` (removed with the rest), and it tells the
-monitor when a root forward (the outermost module call: the model, the loss, ...) begins.
+:class:`ForwardHooks` sees module forwards in two ways. While it *watches* (the steps the
+monitor chooses), PyTorch's global forward hooks run on every module call: roots are found, every
+module's shapes traced, leaf outputs kept. Otherwise only each root that has parameters (the
+models found on a watched step) has a forward pre-hook of its own, so every other module call
+takes ``Module._call_impl``'s fast path; that one hook per root call still counts the batch,
+notices a new input signature (and starts watching right there), and is where a requested stop
+is honoured.
 """
 
 from __future__ import annotations
 
+import math
+import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,13 +22,15 @@ from typing import Any
 
 import torch
 from torch.nn.modules import module as nn_module
+from torch.utils.hooks import RemovableHandle
 
 from torchmagic.core import devicestats, shapes
 from torchmagic.core.attachments import Attachments
+from torchmagic.core.interrupt import StopRequest
 from torchmagic.core.naming import ModuleNames
-from torchmagic.core.recording import INPUT_PREFIX
+from torchmagic.core.nonfinite import INPUT_PREFIX, PARAM_PREFIX
 from torchmagic.core.result import LayerInfo
-from torchmagic.core.stepstate import NamedRows, NamedTensors
+from torchmagic.core.stepstate import NamedTensors
 
 OUTPUTS_KEPT = 4096  # leaf outputs kept per root forward, for locating a non-finite value
 ROOTS_KEPT = 4  # root forwards (model, loss, ...) whose outputs are kept until backward()
@@ -46,14 +55,22 @@ class ShapeTable:
         self._signatures: dict[int, tuple[shapes.Signature, shapes.Signature]] = {}
         self._root_signatures: dict[int, Any] = {}
 
-    def root_changed(self, module: torch.nn.Module, args: tuple[Any, ...]) -> bool:
+    def root_changed(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         """Whether the root's input signature differs from its last forward (a short last batch,
         a new sequence length); cheap, as it looks at the root's own arguments only."""
-        sig = tuple((a.shape, a.dtype) if isinstance(a, torch.Tensor) else shapes.signature(a) for a in args)
+        sig: Any
+        if not kwargs and len(args) == 1 and isinstance(args[0], torch.Tensor):  # model(x): the usual call, per step
+            sig = (args[0].shape, args[0].dtype)
+        else:
+            sig = tuple((a.shape, a.dtype) if isinstance(a, torch.Tensor) else shapes.signature(a) for a in args)
+            sig = (sig, shapes.signature(kwargs)) if kwargs else sig
         key = id(module)
-        changed = self._root_signatures.get(key) != sig
+        changed = bool(self._root_signatures.get(key) != sig)  # the fast path of ForwardHooks compares the same
         self._root_signatures[key] = sig
         return changed
+
+    def root_signature(self, module: torch.nn.Module) -> Any:
+        return self._root_signatures.get(id(module))
 
     def trace(self, module: torch.nn.Module, args: tuple[Any, ...], output: Any, step: Callable[[], int]) -> None:
         key = id(module)
@@ -81,10 +98,14 @@ class KeptOutputs:
 
     def __init__(self, names: ModuleNames) -> None:
         self.names = names
-        self.roots: deque[RootForward] = deque(maxlen=ROOTS_KEPT)
+        self.roots: deque[RootForward] = deque(maxlen=ROOTS_KEPT)  # while watching
+        self.first_input: tuple[torch.nn.Module, tuple[Any, ...]] | None = None  # the micro-batch's, always
 
-    def open_root(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
-        self.roots.append(RootForward(module, args))
+    def open_root(self, module: torch.nn.Module, args: tuple[Any, ...], *, watched: bool) -> None:
+        if self.first_input is None:
+            self.first_input = (module, args)
+        if watched:
+            self.roots.append(RootForward(module, args))
 
     def keep(self, module: torch.nn.Module, output: torch.Tensor) -> None:
         if self.roots:
@@ -95,37 +116,38 @@ class KeptOutputs:
 
     def clear(self) -> None:
         self.roots.clear()
+        self.first_input = None
 
-    def activation_summaries(self) -> list[NamedRows]:
-        """Statistics of every leaf's output, in a few fused ops."""
+    def leaf_outputs(self) -> NamedTensors:
+        """Every leaf's output, named; a module called many times (an RNN cell): its first call."""
         seen: set[int] = set()
         names: list[str] = []
         tensors: list[torch.Tensor] = []
         for root in self.roots:
             for module, output in zip(root.leaves, root.outputs):
-                if id(module) not in seen:  # a module called many times (an RNN cell): its first call
+                if id(module) not in seen:
                     seen.add(id(module))
                     names.append(self.names.label(module))
                     tensors.append(output)
-        groups = devicestats.activation_summaries(tensors) if tensors else []
-        return [NamedRows([names[i] for i in group.indices], group.rows) for group in groups]
+        return NamedTensors(names, tensors)
 
     def finite_norms(self) -> NamedTensors:
         """One fused norm over the kept tensors: non-finite exactly where a tensor holds NaN/Inf."""
-        kept = self._tensors()
-        if not kept.tensors:
-            return NamedTensors(kept.names, [])
-        with torch.no_grad():
-            return NamedTensors(kept.names, list(torch._foreach_norm(kept.tensors)))
+        return norms_of(self._tensors())
+
+    @property
+    def has_leaves(self) -> bool:
+        return any(root.outputs for root in self.roots)
 
     def _tensors(self) -> NamedTensors:
         """The micro-batch's input and leaf outputs in forward order, named for an alert."""
         names: list[str] = []
         tensors: list[torch.Tensor] = []
-        for root in list(self.roots)[:1]:
-            for t in shapes.tensors_in(root.args):
+        if self.first_input is not None:
+            module, args = self.first_input
+            for t in shapes.tensors_in(args):
                 if t.is_floating_point() or t.is_complex():
-                    names.append(f"{INPUT_PREFIX}{self.names.label(root.module)}>")
+                    names.append(f"{INPUT_PREFIX}{self.names.label(module)}>")
                     tensors.append(t)
         for root in self.roots:
             names += [self.names.label(module) for module in root.leaves]
@@ -133,61 +155,163 @@ class KeptOutputs:
         return NamedTensors(names, tensors)
 
 
-class ForwardHooks:
-    """The global forward hooks of a run.
+def parameter_norms(roots: list[torch.nn.Module], names_of: Callable[[list[torch.Tensor]], list[str]]) -> NamedTensors:
+    """One norm per parameter of the roots, named ``<parameter NAME>``."""
+    params: list[torch.Tensor] = list({id(p): p for root in roots for p in root.parameters()}.values())
+    names = [f"{PARAM_PREFIX}{n}>" for n in names_of(params)]
+    return norms_of(NamedTensors(names, [p.detach() for p in params]))
 
-    Before each root forward they call ``on_root(module, args)``: the monitor may stop the run
-    there (by raising), and says what the forward records by calling :meth:`begin_root`.
-    ``next_step()`` is the step a shape change is attributed to.
+
+def norms_of(named: NamedTensors) -> NamedTensors:
+    """One fused norm per tensor, named as given."""
+    if not named.tensors:
+        return NamedTensors(named.names, [])
+    with torch.no_grad():
+        return NamedTensors(named.names, devicestats.grad_norms(named.tensors))
+
+
+class ForwardHooks:
+    """The forward hooks of a run.
+
+    Before each root forward they call ``on_root(module, args, kwargs)``: the monitor may stop the
+    run there (by raising), and says what the forward records by calling :meth:`begin_root`.
+    ``next_step()`` is the step a shape change is attributed to. Forwards that other threads run
+    are not watched: the run belongs to the thread that started it.
     """
 
     def __init__(
         self,
         names: ModuleNames,
-        on_root: Callable[[torch.nn.Module, tuple[Any, ...]], None],
+        on_root: Callable[[torch.nn.Module, tuple[Any, ...], dict[str, Any]], None],
         next_step: Callable[[], int],
+        stop: StopRequest | None = None,
     ) -> None:
         self.names = names
         self.shapes = ShapeTable(names)
         self.kept = KeptOutputs(names)
         self.batch_counted = False  # the current micro-batch's samples are counted
+        self.samples = 0  # counted since the monitor last took them (at each backward)
+        self.watching = False  # the global hooks are installed
+        self.in_backward = False  # set by the monitor: forwards run again inside backward() are not roots
+        self.long_step_at = math.inf  # perf_counter() past which a root call asks for a refresh
+        self.on_long_step: Callable[[], None] = lambda: None
+        self._stop = stop or StopRequest()
         self._on_root = on_root
         self._next_step = next_step
+        self._thread = threading.get_ident()
+        self._global: list[RemovableHandle] = []
+        self._root_hooks: dict[int, RemovableHandle] = {}
+        self._unhooked_roots: set[int] = set()  # roots without parameters (a loss module): no hook of their own
         self._depth = 0
         self._tracing = False
         self._grad_forward = False
 
     def install(self, attachments: Attachments) -> None:
-        attachments.hook(nn_module.register_module_forward_pre_hook(self._before_forward))
-        attachments.hook(nn_module.register_module_forward_hook(self._after_forward, always_call=True))
+        """Start watching; everything is removed with the run's other attachments."""
+        self._thread = threading.get_ident()
+        attachments.callback(self._remove_all)
+        self.watch()
 
-    def begin_root(self, module: torch.nn.Module, args: tuple[Any, ...], *, grad: bool, trace_all: bool) -> int:
-        """Set up a root forward; returns the samples it adds to the step (its batch size, for the
-        first root forward under autograd of a micro-batch, else 0)."""
+    def watch(self, *, inside_root: bool = False) -> None:
+        """See every module's forward until :meth:`unwatch`. ``inside_root``: called from a root's
+        own pre-hook, whose forward is then under way (its global pre-hook did not run)."""
+        if self.watching:
+            return
+        self._global = [
+            nn_module.register_module_forward_pre_hook(self._before_forward),
+            nn_module.register_module_forward_hook(self._after_forward, always_call=True),
+        ]
+        self.watching = True
+        self._depth = 1 if inside_root else 0
+
+    def unwatch(self) -> None:
+        if not self.watching:
+            return
+        for handle in self._global:
+            handle.remove()
+        self._global = []
+        self.watching = False
+        self._depth = 0
+        self._tracing = False
+
+    def hook_root(self, module: torch.nn.Module) -> None:
+        """Give a root with parameters its own forward pre-hook (once)."""
+        key = id(module)
+        if key in self._root_hooks or key in self._unhooked_roots:
+            return
+        if next(iter(module.parameters()), None) is None:
+            self._unhooked_roots.add(key)
+            return
+        self._root_hooks[key] = module.register_forward_pre_hook(self._before_root, with_kwargs=True)
+
+    def _remove_all(self) -> None:
+        self.unwatch()
+        for handle in self._root_hooks.values():
+            handle.remove()
+        self._root_hooks.clear()
+
+    def begin_root(
+        self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *, grad: bool, trace_all: bool
+    ) -> None:
+        """Set up a root forward: trace it if its input changed, count its batch (for the first root
+        forward under autograd of a micro-batch), keep its input."""
         self._grad_forward = grad
         # Shapes are traced for every module only when the root's input signature changes or on a
         # scheduled step: per-module signatures on every forward would cost more than the rest of
         # the monitor together.
-        changed = self.shapes.root_changed(module, args)
+        changed = self.shapes.root_changed(module, args, kwargs)
         self._tracing = trace_all or changed
+        if self._tracing and not self.watching:
+            self.watch(inside_root=True)  # a new input shape: watch the rest of this step
         if not grad:
-            return 0
-        samples = 0
+            return
         if not self.batch_counted:
-            bs = shapes.batch_size(args, module)
+            bs = shapes.batch_size(args, module) or (shapes.batch_size((kwargs,), module) if kwargs else None)
             if bs:
-                samples = bs
+                self.samples += bs
                 self.batch_counted = True
-        self.kept.open_root(module, args)
-        return samples
+        self.kept.open_root(module, args, watched=self.watching)
+
+    def _before_root(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        __tracebackhide__ = True
+        if threading.get_ident() != self._thread:
+            return  # another thread's forward
+        if self.watching or self._stop.requested or self.in_backward or kwargs or len(args) != 1:
+            if not self.watching or self._depth == 1:  # else a nested call of a module that is a root elsewhere
+                self._on_root(module, args, kwargs)
+            return
+        # Every unwatched step comes here: ``model(x)`` with an input of the same shape as before
+        # costs a few attribute reads; anything else takes the monitor's general path.
+        x = args[0]
+        if (
+            not isinstance(x, torch.Tensor)
+            or self.shapes.root_signature(module) != (x.shape, x.dtype)
+            or isinstance(module, torch.nn.RNNBase)
+            or not torch.is_grad_enabled()
+        ):
+            self._on_root(module, args, kwargs)
+            return
+        self._grad_forward, self._tracing = True, False
+        if not self.batch_counted and x.dim() > 0:
+            self.samples += x.shape[0]
+            self.batch_counted = True
+        kept = self.kept
+        if kept.first_input is None:
+            kept.first_input = (module, args)
+        if time.perf_counter() >= self.long_step_at:
+            self.on_long_step()
 
     def _before_forward(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
         __tracebackhide__ = True
-        if self._depth == 0:
-            self._on_root(module, args)
+        if threading.get_ident() != self._thread:
+            return
+        if self._depth == 0 and id(module) not in self._root_hooks:  # hooked roots are begun by their own hook
+            self._on_root(module, args, {})
         self._depth += 1
 
     def _after_forward(self, module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        if threading.get_ident() != self._thread:
+            return
         self._depth = max(0, self._depth - 1)
         if self._tracing:
             self.shapes.trace(module, args, output, self._next_step)

@@ -6,11 +6,12 @@ is kept in one :class:`Attachments` and removed on every exit path.
 
 Hot-path rules: statistics stay on the tensors' device in a small buffer; the monitor moves them
 to the host once per refresh (wall clock, about 4 Hz). Costly statistics (per-parameter norms,
-histograms, activation statistics, update ratios) follow a :class:`StepSchedule`.
+histograms, activation statistics, update ratios) follow a :class:`StepSchedule`, and so does
+watching every module's forward: other steps cost a few hook calls whatever the model's size.
 
 The parts: :mod:`~torchmagic.core.attachpoints` reports backward() and optimizer steps,
-:mod:`~torchmagic.core.forwards` runs on every module's forward, :class:`StepValues` holds what
-the step in progress gathered, and :class:`StepRecorder` turns finished steps into the result.
+:mod:`~torchmagic.core.forwards` sees module forwards, :class:`StepValues` holds what the step
+in progress gathered, and :class:`StepRecorder` turns finished steps into the result.
 """
 
 from __future__ import annotations
@@ -18,44 +19,25 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from torchmagic.core.alerts import AlertBook
 from torchmagic.core.attachments import Attachments
-from torchmagic.core.attachpoints import StepEvents, attach_step_events
+from torchmagic.core.attachpoints import StepEvents, StepPoints, attach_step_events
 from torchmagic.core.forwards import ROOTS_KEPT as ROOTS_KEPT  # re-exported: the bound tests check
-from torchmagic.core.forwards import ForwardHooks
-from torchmagic.core.interrupt import StopRequest, TrainingStopped
+from torchmagic.core.forwards import ForwardHooks, parameter_norms
+from torchmagic.core.interrupt import StopRequest
+from torchmagic.core.logged import checked_values
 from torchmagic.core.naming import ModuleNames, ParameterNames
 from torchmagic.core.recording import LateMetric, PendingStep, StepRecorder, recent_rate
 from torchmagic.core.result import RunResult
 from torchmagic.core.schedule import StepSchedule
-from torchmagic.core.stepstate import StepValues
+from torchmagic.core.snapshot import RunClock
+from torchmagic.core.snapshot import Snapshot as Snapshot  # re-exported: displays import it from here
+from torchmagic.core.stepstate import NamedTensors, StepValues
 from torchmagic.core.warnings_capture import capture_warnings
-
-
-@dataclass
-class Snapshot:
-    """What a display gets at each refresh; ``result`` is live and grows between refreshes."""
-
-    result: RunResult
-    fraction: float | None  # progress 0..1 when the loop's length is known
-    eta: float | None  # seconds
-    samples_per_s: float | None
-    final: bool = False
-
-
-@dataclass
-class RunClock:
-    """``time.perf_counter()`` readings of a run."""
-
-    start: float
-    last_step: float
-    last_refresh: float = 0.0
-
 
 _ACTIVE: list[TrainingMonitor] = []
 
@@ -124,10 +106,13 @@ class TrainingMonitor:
         self._late: list[LateMetric] = []
         self._last_lrs: list[Any] = []
         self._param_names = ParameterNames(self.names)
-        self._forwards = ForwardHooks(self.names, self._begin_root, lambda: self.step + 1)
+        self._forwards = ForwardHooks(self.names, self._begin_root, self._current_step, self.stop_request)
+        self._forwards.on_long_step = self._long_step
         self._recorder = StepRecorder(
             self.result, self.alerts, self.schedule, self._param_names, self._forwards.shapes.layers.values
         )
+        self._nonfinite = self._recorder.nonfinite
+        self._step_points: StepPoints | None = None
         now = time.perf_counter()
         self._clock = RunClock(start=now, last_step=now)
         self._running = False
@@ -141,20 +126,22 @@ class TrainingMonitor:
 
     def start(self) -> None:
         self._reset()
+        self.stop_request.begin()
         for i, model in enumerate(self.models):
             prefix = "" if i == 0 else (self._model_names[i] if i < len(self._model_names) else None)
             self.names.add_root(model, prefix)
         a = self._attachments
         try:
-            self._forwards.install(a)
+            self._forwards.install(a)  # watching: the first step's forwards are all seen
             events = StepEvents(
                 self._before_backward,
                 self._after_backward,
                 self._before_optimizer_step,
                 self._after_optimizer_step,
                 self._skip_step,
+                self._backward_failed,
             )
-            attach_step_events(a, events)
+            self._step_points = attach_step_events(a, events)
             if self.catch_sigint:
                 self.stop_request.install(a)
             if self.capture_python_warnings:
@@ -180,6 +167,7 @@ class TrainingMonitor:
             errors = self._attachments.detach()
         r = self.result
         r.elapsed = time.perf_counter() - self._clock.start
+        r.steps = self.step  # before the final refresh: what it records cannot disagree with it
         if exc is None:
             r.status = "interrupted" if self.stop_request.requested else "completed"
         elif isinstance(exc, KeyboardInterrupt):
@@ -195,6 +183,8 @@ class TrainingMonitor:
             self._refresh(time.perf_counter(), final=True)
         except Exception as refresh_error:  # noqa: BLE001 - e.g. a device in an error state after OOM
             r.error = (r.error + "; " if r.error else "") + f"final refresh: {refresh_error!r}"
+            self.alerts.add("error", self.step, f"the final refresh failed: {refresh_error!r}")
+            r.alerts = self.alerts.alerts
         return r
 
     @property
@@ -202,35 +192,69 @@ class TrainingMonitor:
         """The kept leaf outputs, per root forward (tests check they stay bounded)."""
         return [root.outputs for root in self._forwards.kept.roots]
 
+    def _current_step(self) -> int:
+        """The step the loop is in, or begins next at a boundary (a backward-only step ends at the
+        next backward() call, so after its backward() the next forward belongs to the next step)."""
+        return self.step + 1 + (not self._opt_mode and self._step_values.micro_batches > 0)
+
+    def _at_step_boundary(self) -> bool:
+        return not self._forwards.in_backward and (self._step_values.micro_batches == 0 or not self._opt_mode)
+
+    def _plan_forwards(self) -> None:
+        """At a step boundary: watch every module's forward in the coming step only if it needs it."""
+        scheduled = self.schedule(self._current_step())
+        want = scheduled or self._locating()
+        if want != self._forwards.watching:
+            self._forwards.watch() if want else self._forwards.unwatch()
+        if self._opt_mode and self._step_points is not None:  # until an optimizer shows itself, keep hearing it
+            self._step_points.report_before_step(scheduled)
+
     # ----------------------------------------------------------------- backward / steps
     def _before_backward(self, loss: torch.Tensor | None) -> None:
+        __tracebackhide__ = True
+        if self.stop_request.requested and self._at_step_boundary():
+            self.stop_request.raise_if_requested(self._current_step() - 1)  # loops that call no module stop here
         if not self._opt_mode and self._step_values.micro_batches > 0:
             self._finish_step(None)
-        kept = self._forwards.kept
+        forwards = self._forwards
+        forwards.in_backward = True
+        values, kept, watching = self._step_values, forwards.kept, forwards.watching
+        values.samples += forwards.samples
+        forwards.samples = 0
         if loss is None:
             kept.clear()
             return
-        values = self._step_values
-        if self._stats_step and not values.activations:
-            values.activations.extend(kept.activation_summaries())
-        if loss.device.type == "cpu":
-            if not math.isfinite(float(loss)) and not self.alerts.has("nonfinite"):
-                self._locate_nonfinite(self.step + 1)
-        elif not self.alerts.has("nonfinite"):
-            check = kept.finite_norms()  # accelerators: the norms wait on the device, read at the refresh
-            if check.tensors:
-                values.finite_checks.append(check)
+        if watching:
+            values.watched = True
+            if self._stats_step and not values.activation_samples and not values.activations:
+                values.take_activations(*kept.leaf_outputs())
+        if loss.is_cpu:
+            value = float(loss)  # no synchronisation on the CPU; keeping no tensor lets the allocator reuse it
+            if self._nonfinite.locating and not math.isfinite(value):
+                self._locate_nonfinite(values)
+            values.add_loss(value)
+        else:
+            if watching and self._nonfinite.locating:
+                check = self._finite_check()  # accelerators: the norms wait on the device, read at the refresh
+                if check.tensors:
+                    values.finite_checks.append(check)
+            values.add_loss(loss)
         kept.clear()
-        values.add_loss(loss)
 
     def _after_backward(self) -> None:
+        forwards = self._forwards
+        forwards.in_backward = forwards.batch_counted = False
         self._step_values.micro_batches += 1
         self.backward_calls += 1
-        self._forwards.batch_counted = False
         self._last_event = "backward"
-        if not self._opt_mode and self.schedule(self.step + 1):
-            params = [p for root in self.names.roots for p in root.parameters()]
-            self._step_values.take_gradients(params, replace=True, histograms=self.histograms)
+        if not self._opt_mode:
+            if self.schedule(self.step + 1):
+                params = [p for root in self.names.roots for p in root.parameters()]
+                self._step_values.take_gradients(params, replace=True, histograms=self.histograms)
+            self._plan_forwards()
+
+    def _backward_failed(self) -> None:
+        self._forwards.in_backward = False
 
     def _before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         self._opt_mode = True
@@ -243,8 +267,9 @@ class TrainingMonitor:
             values.keep_update_reference(self._param_names(dense), dense)
 
     def _after_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self._opt_mode = True  # also here: before_optimizer_step is reported on scheduled steps only
         values = self._step_values
-        if values.update_reference is not None:
+        if values.update_samples:
             values.take_update_ratios(
                 [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None and not p.is_sparse]
             )
@@ -266,47 +291,85 @@ class TrainingMonitor:
             self._last_lrs = lrs
         clock = self._clock
         finished, self._step_values = self._step_values, StepValues()
-        self._pending.append(PendingStep(self.step, now - clock.start, now - clock.last_step, list(self._last_lrs), finished))
+        self._pending.append(PendingStep(self.step, now - clock.start, now - clock.last_step, self._last_lrs, finished))
         clock.last_step = now
         if now - clock.last_refresh >= self.refresh_interval:
             self._refresh(now)
+        if self._opt_mode and self._running:
+            every = self.schedule.every
+            points = self._step_points
+            if (
+                (every > 0 and (self.step + 1) % every == 0)
+                or self._forwards.watching
+                or self._nonfinite.unlocated is not None
+                or (points is not None and points.reporting_before_step)
+            ):
+                self._plan_forwards()  # something changes at this boundary; most steps skip the call
 
     # ----------------------------------------------------------------- forwards
-    def _begin_root(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
+    def _begin_root(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         __tracebackhide__ = True
-        if self.stop_request.requested and self._step_values.micro_batches == 0:
-            raise TrainingStopped(f"training stopped after step {self.step}")
-        if not self.names.known(module):
-            self.names.add_root(module)
+        if self._forwards.in_backward:
+            return  # a forward run again inside backward() (activation checkpointing)
+        if self.stop_request.requested and self._at_step_boundary():
+            self.stop_request.raise_if_requested(self._current_step() - 1)
+        forwards = self._forwards
         grad = torch.is_grad_enabled()
-        self._stats_step = grad and self.schedule(self.step + 1)
-        self._step_values.samples += self._forwards.begin_root(module, args, grad=grad, trace_all=self._stats_step)
-        now = time.perf_counter()
-        if now - self._clock.last_refresh >= 4 * self.refresh_interval:
-            self._refresh(now)  # a long step: keep the display (memory, elapsed) alive
+        self._stats_step = False
+        if forwards.watching:
+            if not self.names.known(module):
+                self.names.add_root(module)
+            forwards.hook_root(module)
+            pending = self._nonfinite.unlocated
+            if pending is not None and pending.at is None:
+                pending.at = self._current_step()  # the forward watched to name where the non-finite loss began
+            self._stats_step = grad and self.schedule(self._current_step())
+        forwards.begin_root(module, args, kwargs, grad=grad, trace_all=self._stats_step)
+        if time.perf_counter() >= forwards.long_step_at:
+            self._long_step()
 
-    def _locate_nonfinite(self, step: int) -> None:
-        """On CPU: the loss of this micro-batch is non-finite; name the first module that went so."""
-        check = self._forwards.kept.finite_norms()
-        self._forwards.kept.clear()
-        if not self._recorder.name_first_nonfinite(check.names, [float(n) for n in check.tensors], step):
-            self._recorder.alert_nonfinite("loss", None, step)
+    def _long_step(self) -> None:
+        self._refresh(time.perf_counter())  # a long step: keep the display (memory, elapsed) alive
+
+    def _finite_check(self) -> NamedTensors:
+        """Norms of what a step's non-finite loss may come from, in the order to blame them: the
+        input and (when watched) the leaf outputs in forward order; the parameters first on the step
+        watched for an earlier alert (an update may have spread the value), last on an unwatched one."""
+        kept = self._forwards.kept.finite_norms()
+        watched = self._forwards.watching
+        if watched and self._nonfinite.unlocated is None:
+            return kept
+        params = parameter_norms(self.names.roots, self._param_names)
+        if watched:
+            return NamedTensors(params.names + kept.names, params.tensors + kept.tensors)
+        return NamedTensors(kept.names + params.names, kept.tensors + params.tensors)
+
+    def _locate_nonfinite(self, values: StepValues) -> None:
+        """On CPU: the loss of this micro-batch is non-finite; name where it began, or watch the next step."""
+        step = self._current_step()
+        check = self._finite_check()
+        if self._nonfinite.name_first(check.names, [float(n) for n in check.tensors], step):
+            return
+        values.loss_reported = True
+        self._nonfinite.nonfinite_loss(step, self._forwards.watching)
+        if self._locating():
+            self._forwards.watch()  # from the next forward on, even one of this same step
+
+    def _locating(self) -> bool:
+        """A non-finite loss waits for its module, and no watched forward has run for it yet."""
+        pending = self._nonfinite.unlocated
+        return pending is not None and pending.at is None
 
     # ----------------------------------------------------------------- user-facing hooks
     def log(self, values: dict[str, Any]) -> None:
         """Values logged after a step's optimizer.step() and before the next backward() belong to that step."""
+        checked = checked_values(values)  # all or nothing: a bad value keeps none of the call
         after_step = self._step_values.micro_batches == 0 and self.step > 0 and self._last_event == "optimizer"
-        for name, value in values.items():
-            if isinstance(value, torch.Tensor):
-                value = value.detach()
-                if value.numel() != 1:
-                    raise ValueError(f"torchmagic.log: {name!r} has {value.numel()} elements; log scalars")
-            elif not isinstance(value, (int, float, bool)):
-                raise TypeError(f"torchmagic.log: {name!r} is a {type(value).__name__}; log numbers or 1-element tensors")
+        for name, value in checked.items():
             if after_step:
-                self._late.append(LateMetric(self.step, str(name), value))
+                self._late.append(LateMetric(self.step, name, value))
             else:
-                self._step_values.metrics[str(name)] = value
+                self._step_values.metrics[name] = value
 
     def _on_warning(self, category: str, message: str) -> None:
         first_line = message.strip().splitlines()[0] if message.strip() else category
@@ -323,20 +386,23 @@ class TrainingMonitor:
 
     def _refresh(self, now: float, final: bool = False) -> None:
         self._clock.last_refresh = now
+        self._forwards.long_step_at = now + 4 * self.refresh_interval
+        r = self.result
+        r.steps = self.step
+        r.alerts = self.alerts.alerts
         pending, self._pending = self._pending, []
         if pending:
             self._recorder.absorb(pending)
         if self._late:
             late, self._late = self._late, []
             self._recorder.absorb_late(late)
-        self.result.layers = list(self._forwards.shapes.layers.values())
+        layers = self._forwards.shapes.layers
+        if len(r.layers) != len(layers):  # LayerInfo rows change in place; only new ones need a new list
+            r.layers = list(layers.values())
         self._recorder.sample_memory(now - self._clock.start, self.step, final or not self._running)
-        self.result.steps = self.step
-        self.result.alerts = self.alerts.alerts
         if self.total and self.backward_calls:
-            self.result.total_steps = max(self.step, round(self.step * self.total / self.backward_calls))
+            r.total_steps = max(self.step, round(self.step * self.total / self.backward_calls))
         fraction, eta = self.progress()
-        rate = recent_rate(self.result.columns)
-        snapshot = Snapshot(self.result, fraction, eta, rate, final)
+        snapshot = Snapshot(r, fraction, eta, recent_rate(r.columns), final)
         for callback in self.on_refresh:
             callback(snapshot)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from torchmagic.core.alerts import Alert
+from torchmagic.core.history import History
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,8 +47,9 @@ class RunResult:
     error: str | None = None
     alerts: list[Alert] = field(default_factory=list)
     layers: list[LayerInfo] = field(default_factory=list)
-    columns: dict[str, list[Any]] = field(default_factory=dict)
-    memory: dict[str, list[float | None]] = field(default_factory=dict)  # None where a sample lacked the key
+    # one row per step, in typed columns (``columns["loss"][-1]``, ``.last``); ``history`` is the DataFrame
+    columns: History = field(default_factory=History)
+    memory: History = field(default_factory=History)  # one row per memory sample; None where one lacked the key
     histograms: dict[str, Any] = field(default_factory=dict)  # {"steps", "names", "counts", "edges"}
     total_steps: int | None = None
     layer_rows: list[LayerRow] = field(default_factory=list, repr=False)
@@ -56,13 +58,7 @@ class RunResult:
     @property
     def history(self) -> pd.DataFrame:
         """One row per optimizer step: step, time, loss, lr (lr_1… for more groups), logged metrics."""
-        import pandas as pd
-
-        return (
-            pd.DataFrame(self.columns).set_index("step", drop=False)
-            if self.columns
-            else pd.DataFrame(columns=["step", "time", "loss", "lr"])
-        )
+        return self.columns.to_frame(index="step", empty=("step", "time", "loss", "lr"))
 
     @property
     def layer_stats(self) -> pd.DataFrame:
@@ -73,14 +69,12 @@ class RunResult:
 
     @property
     def memory_history(self) -> pd.DataFrame:
-        import pandas as pd
-
-        return pd.DataFrame(self.memory)
+        return self.memory.to_frame()
 
     @property
     def final_loss(self) -> float | None:
-        losses = [v for v in self.columns.get("loss", []) if v is not None]
-        return losses[-1] if losses else None
+        loss = self.columns.get("loss")
+        return None if loss is None else loss.last
 
     def summary(self) -> str:
         from torchmagic.core.formatting import duration

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from torchmagic.core import devicestats
+from torchmagic.core import deferred, devicestats
 
 
 class NamedTensors(NamedTuple):
@@ -36,22 +36,40 @@ class StepValues:
 
     micro_batches: int = 0  # backward() calls so far
     samples: int = 0
-    loss: torch.Tensor | None = None  # summed over micro-batches
+    loss: torch.Tensor | float | None = None  # summed over micro-batches; a float when it was on the CPU
     metrics: dict[str, Any] = field(default_factory=dict)  # torchmagic.log() values
     # per-parameter gradient norms as returned by one fused call (0-d device tensors), with the
     # parameters they belong to; the global norm is computed from them on the host
     grad_params: list[torch.Tensor] = field(default_factory=list)
     grad_norms: list[torch.Tensor] = field(default_factory=list)
     histograms: torch.Tensor | None = None  # [parameters, HIST_BINS]
-    update_reference: NamedTensors | None = None  # parameter samples from before optimizer.step()
+    # samples whose reductions wait for the refresh (see deferred), then their rows
+    update_samples: list[deferred.UpdateSamples] = field(default_factory=list)
     update_ratios: NamedRows | None = None
+    activation_samples: list[deferred.ActivationSamples] = field(default_factory=list)
     activations: list[NamedRows] = field(default_factory=list)  # rows of ActivationStats
     # per micro-batch: norms of the root input and leaf outputs (non-finite exactly where a tensor
     # held NaN/Inf), named for an alert
     finite_checks: list[NamedTensors] = field(default_factory=list)
+    watched: bool = False  # every module's forward was seen in one of its micro-batches
+    loss_reported: bool = False  # a non-finite loss of this step was already alerted on the host
 
-    def add_loss(self, loss: torch.Tensor) -> None:
+    def add_loss(self, loss: torch.Tensor | float) -> None:
+        """A micro-batch's loss: a CPU loss is read at once (free there), so no tensor of it is kept."""
         self.loss = loss if self.loss is None else self.loss + loss
+
+    def only_loss(self) -> bool:
+        """Nothing but the loss (and numbers) waits on the device: the refresh's fast path."""
+        return not (
+            self.grad_norms
+            or self.histograms is not None
+            or self.update_ratios is not None
+            or self.update_samples
+            or self.activation_samples
+            or self.activations
+            or self.finite_checks
+            or (self.metrics and any(isinstance(v, torch.Tensor) for v in self.metrics.values()))
+        )
 
     def take_gradients(self, params: Sequence[torch.Tensor], *, replace: bool, histograms: bool) -> None:
         """Norms (and histograms) of the parameters' dense gradients. ``replace``: the latest
@@ -77,16 +95,38 @@ class StepValues:
 
     def keep_update_reference(self, names: list[str], params: list[torch.Tensor]) -> None:
         """Before optimizer.step(): a strided sample of each parameter, for the update/weight ratio."""
-        self.update_reference = NamedTensors(names, devicestats.update_samples(params))
+        self.update_samples = deferred.sample_update(names, params)
 
     def take_update_ratios(self, params: list[torch.Tensor]) -> None:
-        """After optimizer.step(): the update/weight ratio of each parameter kept before it."""
-        ref, self.update_reference = self.update_reference, None
-        if ref is None or len(params) != len(ref.tensors):
+        """After optimizer.step(): the same samples again; the ratios are reduced at the refresh."""
+        if not self.update_samples or self.update_samples[0].after is not None:
             return
-        ratios = devicestats.update_ratios(ref.tensors, params)
-        if ratios is not None:
-            self.update_ratios = NamedRows(ref.names, ratios)
+        if sum(len(u.sizes) for u in self.update_samples) != len(params):
+            self.update_samples = []
+            return
+        self.update_samples = deferred.resample_update(self.update_samples, params)
+        if sum(u.before.numel() for u in self.update_samples) > deferred.REDUCE_AT_ONCE:
+            self.reduce_samples()
+
+    def take_activations(self, names: list[str], tensors: list[torch.Tensor]) -> None:
+        self.activation_samples = deferred.sample_activations(names, tensors)
+        if sum(s.stack.numel() for s in self.activation_samples) > deferred.REDUCE_AT_ONCE:
+            self.reduce_samples()
+
+    def reduce_samples(self) -> None:
+        """Turn this step's waiting samples into rows now (the refresh does it for many steps at once)."""
+        if self.activation_samples:
+            names, values = deferred.in_order(
+                deferred.activation_rows(self.activation_samples), [s.names for s in self.activation_samples]
+            )
+            self.activations.append(NamedRows(names, values.reshape(-1, 4)))
+            self.activation_samples = []
+        if self.update_samples and self.update_samples[0].after is not None:
+            names, values = deferred.in_order(
+                deferred.update_ratio_rows(self.update_samples), [u.names for u in self.update_samples]
+            )
+            self.update_ratios = NamedRows(names, values)
+            self.update_samples = []
 
     def after_skipped_step(self) -> StepValues:
         """Values for the step that follows one GradScaler skipped: its loss and gradients are
@@ -95,6 +135,8 @@ class StepValues:
         return StepValues(
             metrics=self.metrics,
             update_ratios=self.update_ratios,
+            activation_samples=self.activation_samples,
             activations=self.activations,
             finite_checks=self.finite_checks,
+            watched=self.watched,
         )
