@@ -244,6 +244,18 @@ class ForwardHooks:
             return
         self._root_hooks[key] = module.register_forward_pre_hook(self._before_root, with_kwargs=True)
 
+    def finite_check(self, param_names: Callable[[list[torch.Tensor]], list[str]], *, after_alert: bool) -> NamedTensors:
+        """Norms of what a non-finite loss may come from, in the order to blame them: the input and
+        (when watched) the leaf outputs in forward order; the parameters first on the step watched
+        for an earlier alert (an update may have spread the value), last on an unwatched one."""
+        kept = self.kept.finite_norms()
+        if self.watching and not after_alert:
+            return kept
+        params = parameter_norms(self.names.roots, param_names)
+        if self.watching:
+            return NamedTensors(params.names + kept.names, params.tensors + kept.tensors)
+        return NamedTensors(kept.names + params.names, kept.tensors + params.tensors)
+
     def _remove_all(self) -> None:
         self.unwatch()
         for handle in self._root_hooks.values():

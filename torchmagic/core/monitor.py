@@ -27,7 +27,7 @@ from torchmagic.core.alerts import AlertBook
 from torchmagic.core.attachments import Attachments
 from torchmagic.core.attachpoints import StepEvents, StepPoints, attach_step_events
 from torchmagic.core.forwards import ROOTS_KEPT as ROOTS_KEPT  # re-exported: the bound tests check
-from torchmagic.core.forwards import ForwardHooks, parameter_norms
+from torchmagic.core.forwards import ForwardHooks
 from torchmagic.core.interrupt import StopRequest
 from torchmagic.core.logged import checked_values
 from torchmagic.core.naming import ModuleNames, ParameterNames
@@ -332,17 +332,7 @@ class TrainingMonitor:
         self._refresh(time.perf_counter())  # a long step: keep the display (memory, elapsed) alive
 
     def _finite_check(self) -> NamedTensors:
-        """Norms of what a step's non-finite loss may come from, in the order to blame them: the
-        input and (when watched) the leaf outputs in forward order; the parameters first on the step
-        watched for an earlier alert (an update may have spread the value), last on an unwatched one."""
-        kept = self._forwards.kept.finite_norms()
-        watched = self._forwards.watching
-        if watched and self._nonfinite.unlocated is None:
-            return kept
-        params = parameter_norms(self.names.roots, self._param_names)
-        if watched:
-            return NamedTensors(params.names + kept.names, params.tensors + kept.tensors)
-        return NamedTensors(kept.names + params.names, kept.tensors + params.tensors)
+        return self._forwards.finite_check(self._param_names, after_alert=self._nonfinite.unlocated is not None)
 
     def _locate_nonfinite(self, values: StepValues) -> None:
         """On CPU: the loss of this micro-batch is non-finite; name where it began, or watch the next step."""

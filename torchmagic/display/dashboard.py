@@ -83,7 +83,7 @@ class LiveDashboard:
         self._layer_rows_seen = 0
         self._hist_last_step = 0
         self._sections: dict[str, str] = {}
-        self._alerts_version = (0, 0)  # (number of alerts, sum of their counts) last drawn
+        self._alerts_version = (0, 0, 0)  # alerts, their counts, their message lengths last drawn (revised in place)
         self._layers_at = 0.0
         self._last_send = 0.0
         self.messages_sent = 0
@@ -123,8 +123,9 @@ class LiveDashboard:
     def _changed_sections(self, snap: Snapshot, now: float) -> dict[str, str]:
         r = snap.result
         fresh = {"header": f"<div class='tm-dash'>{panels.header(snap, 'running' if not snap.final else r.status)}</div>"}
-        if r.alerts and (len(r.alerts), sum(a.count for a in r.alerts)) != self._alerts_version:
-            self._alerts_version = (len(r.alerts), sum(a.count for a in r.alerts))
+        version = (len(r.alerts), sum(a.count for a in r.alerts), sum(len(a.message) for a in r.alerts))
+        if r.alerts and version != self._alerts_version:
+            self._alerts_version = version
             fresh["alerts"] = f"<div class='tm-dash'>{panels.alerts(r)}</div>"
         if now - self._layers_at >= LAYER_TABLE_INTERVAL or snap.final:
             self._layers_at = now

@@ -36,11 +36,10 @@ STYLE = """<style>
 </style>"""
 
 
-def _last(values: list[Any]) -> Any:
-    for v in reversed(values):
-        if v is not None:
-            return v
-    return None
+def _last(values: Any) -> Any:
+    if hasattr(values, "last"):
+        return values.last  # history columns know it in O(1)
+    return next((v for v in reversed(values) if v is not None), None)
 
 
 def header(snap: Snapshot, status: str | None = None) -> str:
