@@ -47,16 +47,35 @@ def optimizer_hook_state(opt: torch.optim.Optimizer) -> tuple[tuple[int, ...], t
     return tuple(opt._optimizer_step_pre_hooks), tuple(opt._optimizer_step_post_hooks)
 
 
+def new_shell():
+    """A real IPython shell without a history file or thread (see :func:`close_shell`)."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    config = Config()
+    config.HistoryManager.enabled = False
+    return InteractiveShell.instance(config=config)
+
+
+def close_shell(sh) -> None:
+    """Forget the shell, and its exit handler: each handler runs a full ``gc.collect()`` at exit, and
+    hundreds of them over a heap of tensors keep the test process alive for minutes after the last test."""
+    import atexit
+
+    from IPython.core.interactiveshell import InteractiveShell
+
+    atexit.unregister(sh.atexit_operations)
+    InteractiveShell.clear_instance()
+
+
 @pytest.fixture
 def shell():
     """A real IPython shell with torchmagic loaded; text display (no kernel here)."""
-    from IPython.core.interactiveshell import InteractiveShell
-
-    sh = InteractiveShell.instance()
+    sh = new_shell()
     sh.run_line_magic("load_ext", "torchmagic")
     yield sh
     sh.run_line_magic("unload_ext", "torchmagic")
-    InteractiveShell.clear_instance()
+    close_shell(sh)
 
 
 @pytest.fixture

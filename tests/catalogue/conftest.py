@@ -20,7 +20,7 @@ import torch
 from IPython.core.interactiveshell import InteractiveShell
 
 import torchmagic
-from tests.conftest import global_hook_state
+from tests.conftest import close_shell, global_hook_state, new_shell
 
 SETUP = """
 import torch, torch.nn as nn
@@ -77,12 +77,12 @@ def assert_train_still_works(shell: InteractiveShell) -> None:
 @pytest.fixture
 def shell() -> Iterator[InteractiveShell]:
     """A real IPython shell with torchmagic loaded and the usual tensors defined."""
-    sh = InteractiveShell.instance()
+    sh = new_shell()
     sh.run_line_magic("load_ext", "torchmagic")
     run(sh, SETUP)
     yield sh
     sh.run_line_magic("unload_ext", "torchmagic")
-    InteractiveShell.clear_instance()
+    close_shell(sh)
 
 
 @pytest.fixture
