@@ -117,14 +117,19 @@ def choice(value: Any, argument: str, choices: Sequence[str]) -> str:
     return value
 
 
+def _real(value: Any, argument: str, what: str) -> float:
+    """A real number (not a bool) as a float; an int beyond float's range reads as infinity."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ArgumentTypeError(argument, f"must be {what}, got {_kind(value)}")
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
 def rate(value: Any, argument: str) -> float:
     """Refreshes per second: a finite number in MIN_REFRESH..MAX_REFRESH (NaN would never refresh)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ArgumentTypeError(argument, f"must be a number (refreshes per second), got {_kind(value)}")
-    try:
-        as_float = float(value)
-    except OverflowError:  # an int beyond float's range
-        as_float = math.inf
+    as_float = _real(value, argument, "a number (refreshes per second)")
     if not (math.isfinite(as_float) and MIN_REFRESH <= as_float <= MAX_REFRESH):
         raise ArgumentValueError(
             argument, f"must be between {MIN_REFRESH:g} and {MAX_REFRESH:g} (refreshes per second), got {as_float:g}"
@@ -134,12 +139,7 @@ def rate(value: Any, argument: str) -> float:
 
 def seconds(value: Any, argument: str) -> float:
     """A positive, finite number of seconds."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ArgumentTypeError(argument, f"must be a number of seconds, got {_kind(value)}")
-    try:
-        as_float = float(value)
-    except OverflowError:  # an int beyond float's range
-        as_float = math.inf
+    as_float = _real(value, argument, "a number of seconds")
     if not (math.isfinite(as_float) and as_float > 0):
         raise ArgumentValueError(argument, f"must be a positive number of seconds, got {as_float:g}")
     return as_float
