@@ -154,13 +154,18 @@ def test_numpy_numbers_and_tuples_are_accepted(shell):
 NO_LOOP = {
     "empty": ("  \n\t\n", "the cell is empty"),
     "comments": ("# a loop\n  # later\n", "holds only comments"),
-    "no_model": ("x = 1", "no model found"),
 }
 
 
 @pytest.mark.parametrize("cell, expected", NO_LOOP.values(), ids=NO_LOOP)
 def test_a_cell_without_a_loop_is_a_usage_error(shell, cell, expected):
     assert expected in usage_error(shell, "", cell)
+
+
+def test_a_cell_without_a_model_runs_and_says_it_trained_nothing(shell, capsys):
+    assert train_cell(shell, "x = 1").error_in_exec is None  # a framework call would train what it finds at run time
+    assert shell.user_ns["x"] == 1 and torchmagic.last_run().steps == 0
+    assert "%%train: the cell trained nothing" in capsys.readouterr().out
 
 
 def test_a_syntax_error_is_reported_as_itself(shell):

@@ -16,7 +16,15 @@ from torchmagic.core.attachments import Attachments
 
 
 class TrainingStopped(KeyboardInterrupt):
-    """Raised at a step boundary after a stop was requested (Ctrl-C or the Stop button)."""
+    """Raised at a step boundary after a stop was requested (Ctrl-C or the Stop button).
+
+    IPython shows it as one line (``_render_traceback_``), not a traceback through the module
+    calls it left; as a ``KeyboardInterrupt`` it still ends the cell in error, so queued cells
+    do not run.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
 
 
 class StopRequest:

@@ -16,6 +16,8 @@ from torchmagic.display.tensor_view import kv, shape_text
 def finding_html(f: Finding) -> str:
     cls = "tm-finding tm-broadcast" if f.kind == "broadcast" else "tm-finding"
     label = {"shape_error": "shape error", "broadcast": "broadcast", "op_error": "error"}.get(f.kind, f.kind)
+    if f.kind in ("shape_error", "op_error"):  # the message names the error and its line itself
+        return f'<div class="{cls}">{escape(f.message)}</div>'
     where = f" line {f.line}" if f.line else ""
     return f'<div class="{cls}"><b>{escape(label)}</b>{escape(where)}: {escape(f.message)}</div>'
 
@@ -56,7 +58,10 @@ def module_html(r: InspectResult) -> str:
         more = f"<tr><td colspan=6>… {len(r.trace_rows) - 300} more calls</td></tr>" if len(r.trace_rows) > 300 else ""
         parts.append(
             "<details open><summary>layer-by-layer trace</summary><table><tr><th>module</th><th>type</th>"
-            "<th>input</th><th>output</th><th>params</th><th>FLOPs</th></tr>" + "".join(rows) + more + "</table></details>"
+            "<th>input</th><th>output</th><th class='num'>params</th><th class='num'>FLOPs</th></tr>"
+            + "".join(rows)
+            + more
+            + "</table></details>"
         )
     prow = "".join(
         f"<tr><td><code>{escape(p['name'])}</code></td><td>{p['kind']}</td>"
@@ -68,7 +73,7 @@ def module_html(r: InspectResult) -> str:
     parts.append(
         f"<details{' open' if not r.trace_rows else ''}><summary>parameters and buffers "
         f"({len(r.parameters)})</summary><table><tr><th>name</th><th>kind</th><th>shape</th><th>dtype</th>"
-        f"<th>device</th><th>count</th><th>bytes</th><th>trainable</th></tr>{prow}</table></details>"
+        f"<th>device</th><th class='num'>count</th><th class='num'>bytes</th><th>trainable</th></tr>{prow}</table></details>"
     )
     return "".join(parts)
 

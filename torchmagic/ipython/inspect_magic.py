@@ -13,6 +13,7 @@ from torchmagic.core.celltrace import OpRecorder
 from torchmagic.core.inspect_result import InspectResult
 from torchmagic.core.modtrace import forward_mismatch, meta_mismatch, parameter_rows, trace_module
 from torchmagic.core.tensorstats import inspect_tensor
+from torchmagic.ipython.cell_runner import compile_cell, show_user_frames
 
 
 @magics_class
@@ -109,7 +110,7 @@ class InspectMagics(Magics):
                     count_flops=not args.no_flops,
                 )
             except Exception as exc:
-                _explain(recorder, exc)
+                show_user_frames(self.shell, exc, hide_torch=_explain(recorder, exc))
                 raise
 
     def _cell(self, cell: str, args: Any) -> InspectResult:
@@ -118,23 +119,21 @@ class InspectMagics(Magics):
             raise _usage("%%tensor_inspect takes no expression or options; it records the cell below it")
         if not cell.strip():
             raise _usage("%%tensor_inspect: the cell is empty")
-        filename = self.shell.compile.cache(cell)
         try:
-            # IPython syntax (%magics, !commands) becomes Python on the same lines
-            code = compile(self.shell.transform_cell(cell), filename, "exec", dont_inherit=True)
+            compiled = compile_cell(self.shell, cell)  # IPython syntax (%magics, !commands) becomes Python on the same lines
         except SyntaxError as exc:
             where = f"line {exc.lineno} of the cell" if exc.lineno else "the cell"
             raise _usage(f"%%tensor_inspect: {where} is not valid Python ({exc.msg})") from None
-        ns = self.shell.user_ns
-        recorder = OpRecorder(filename, ns)
+        recorder = OpRecorder(compiled.filename, self.shell.user_ns)
         result = InspectResult(kind="cell", name="cell", source=cell.splitlines())
         try:
             with recorder:
-                exec(code, ns)
+                exec(compiled.code, self.shell.user_ns)
         except Exception as exc:
             _collect(result, recorder)
             exc.inspect_result = result  # type: ignore[attr-defined]
-            _explain(recorder, exc)
+            explained = _explain(recorder, exc)
+            show_user_frames(self.shell, exc, compiled.filename, hide_torch=explained)
             raise
         _collect(result, recorder)
         return result
@@ -166,11 +165,12 @@ def _collect(result: InspectResult, recorder: OpRecorder) -> None:
     result.ops, result.ops_dropped, result.findings = recorder.ops, recorder.dropped, recorder.findings
 
 
-def _explain(recorder: OpRecorder, exc: BaseException) -> None:
-    """Add the explanation to the exception (PEP 678) and show it above the traceback."""
+def _explain(recorder: OpRecorder, exc: BaseException) -> bool:
+    """Add the explanation to the exception (PEP 678) and show it above the traceback; False
+    where there is none. The traceback then shows the user's frames only: the note says the rest."""
     finding = recorder.finding_for(exc)
     if finding is None:
-        return
+        return False
     if finding.message not in getattr(exc, "__notes__", ()):
         exc.add_note(finding.message)
     from IPython.display import display
@@ -178,6 +178,7 @@ def _explain(recorder: OpRecorder, exc: BaseException) -> None:
     from torchmagic.display.inspect_view import Explanation
 
     display(Explanation(finding))
+    return True
 
 
 def _evaluate(expression: str, ns: dict[str, Any], what: str) -> Any:

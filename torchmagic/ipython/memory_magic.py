@@ -12,6 +12,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from torchmagic.core import formatting, memtrack
 from torchmagic.core.memtrack import CellMemory, CellMemoryTracker
+from torchmagic.ipython.cell_runner import compile_cell, run_cell, running_cell_number
 
 COMMANDS = ("on", "off", "clear", "show")
 _VALUE_OPTIONS = ("--top", "--every")
@@ -172,10 +173,10 @@ class MemoryMagics(Magics):
         __tracebackhide__ = True
         self.cell_log.recorded_by_magic = True
         tracker = CellMemoryTracker(names=self.cell_log.module_name, **options)
-        compiled = compile(code, self.shell.compile.cache(code), "exec", dont_inherit=True)
-        tracker.start(self.shell.execution_count - 1, code)  # the running cell's In[n]
+        cell = compile_cell(self.shell, code)  # `!cmd` and `%magic` lines work as in any cell
+        tracker.start(running_cell_number(self.shell), code)
         try:
-            exec(compiled, self.shell.user_ns)
+            run_cell(self.shell, cell)
         finally:
             memtrack.record(tracker.stop())
         return tracker.result
@@ -245,10 +246,13 @@ def render_html(m: CellMemory) -> str:
     cells = "".join(f"<tr><th style='text-align:left'>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in _lines(m))
     out = f"<div class='torchmagic-memory'><table>{cells}</table>"
     if m.modules:
-        rows = "".join(f"<tr><td><code>{e(n)}</code></td><td>{e(h)}</td><td>{e(c)}</td></tr>" for n, h, c in _module_lines(m))
+        rows = "".join(
+            f"<tr><td><code>{e(n)}</code></td><td style='text-align:right'>{e(h)}</td><td>{e(c)}</td></tr>"
+            for n, h, c in _module_lines(m)
+        )
         out += (
             "<p>Held by forward (outputs + tensors saved for backward), "
             f"{m.sampled_forwards} of {m.forwards} forward passes measured:</p>"
-            f"<table><tr><th>module</th><th>held</th><th></th></tr>{rows}</table>"
+            f"<table><tr><th>module</th><th style='text-align:right'>held</th><th></th></tr>{rows}</table>"
         )
     return out + "</div>"

@@ -9,6 +9,8 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
+from torchmagic.ipython.cell_runner import compile_cell, run_cell
+
 # Values of %profile --display; the training monitor's display modes (api.DISPLAY_MODES) are another set.
 PROFILE_DISPLAYS = ("auto", "widgets", "static", "none")
 _TOKEN = re.compile(r"\S+")
@@ -82,7 +84,7 @@ class ProfileMagics(Magics):
         args = parse_argstring(self.profile, options)
         kind = "%%profile" if cell is not None else "%profile"
         self._check(args, kind, code_text)
-        code, filename = self._compile(code_text)
+        compiled = compile_cell(self.shell, code_text)  # `!cmd` and `%magic` lines work as in any cell
 
         from torchmagic.core import tbexport
         from torchmagic.core.profile_trace import TIMELINE_EVENTS
@@ -112,14 +114,13 @@ class ProfileMagics(Magics):
                 logdir=logdir,
                 run_name=args.run,
                 timeline_events=TIMELINE_EVENTS if args.timeline_events is None else args.timeline_events,
-                user_files={filename: "cell" if cell is not None else "statement"},
+                user_files={compiled.filename: "cell" if kind == "%%profile" else "statement"},
             )
         except ValueError as exc:
             raise UsageError(f"{kind}: {exc}") from None
-        ns = self.shell.user_ns
         try:
             with session:
-                exec(code, ns)
+                run_cell(self.shell, compiled)
         except ProfilerBusy as exc:
             raise UsageError(f"{kind}: {exc}") from None
         except BaseException:
@@ -152,10 +153,6 @@ class ProfileMagics(Magics):
             raise UsageError(f"{kind}: --run needs --logdir DIR (or --tensorboard)")
         if args.port is not None and not args.tensorboard:
             raise UsageError(f"{kind}: --port needs --tensorboard")
-
-    def _compile(self, code_text: str) -> tuple[Any, str]:
-        filename = self.shell.compile.cache(code_text)
-        return compile(code_text, filename, "exec", dont_inherit=True), filename
 
     def _report(self, session: Any, args: Any, failed: bool = False) -> Any:
         """Show the result (explorer + summary, or text); on failure, show it before the error."""
