@@ -276,6 +276,28 @@ def check_nan_alert(nb: Executed) -> None:
     assert high_lr["alerts"][0]["step"] == high_lr["first_bad_step"] == 5
 
 
+def check_transformers_trainer(nb: Executed) -> None:
+    f = nb.facts
+    assert f["status"] == "completed" and f["steps"] == f["rows"] == f["total_steps"] == 8
+    assert f["loss_equals_logged"] and f["lr_equals_logged"]  # the Trainer's own logs, through its callback API
+    assert f["epochs"] == [i / 8 for i in range(1, 9)] and f["eval_steps"] == [4, 8]
+    assert f["hand_status"] == "completed" and f["hand_steps"] == 8 and f["hand_history_steps"] == list(range(1, 9))
+    assert f["last_loss"] < f["first_loss"]
+    assert "8 steps" in nb.dashboard(0) and ">eval_loss</text>" in nb.dashboard(0)
+
+
+def check_lightning_lbfgs(nb: Executed) -> None:
+    f = nb.facts
+    assert f["status"] == "completed" and f["steps"] == f["total_steps"] == 24
+    assert f["loss_equals_logged"] and f["epochs"] == [0.0, 1.0, 2.0] and f["val_steps"] == [8, 16, 24]
+    assert f["first_grad_norm"] > 0 and f["lightning_evaluations"] == [1.0]
+    assert f["lbfgs_status"] == "completed" and f["lbfgs_steps"] == 10
+    assert f["lbfgs_loss_is_returned"]  # the first evaluation, not the sum of ten
+    assert f["lbfgs_evaluations"] == f["loop_evaluations"] and max(f["loop_evaluations"]) > 1
+    assert f["lbfgs_grad_norms"] == 10  # --every 1: every step, step 1 included
+    assert f["lbfgs_last_loss"] < f["lbfgs_first_loss"] / 10
+
+
 CHECKS: dict[str, Callable[[Executed], None]] = {
     "mlp_bce.ipynb": check_mlp_bce,
     "cnn_shapes.ipynb": check_cnn_shapes,
@@ -287,6 +309,8 @@ CHECKS: dict[str, Callable[[Executed], None]] = {
     "user_hooks.ipynb": check_user_hooks,
     "linreg_shape_bug.ipynb": check_linreg_shape_bug,
     "nan_alert.ipynb": check_nan_alert,
+    "transformers_trainer.ipynb": check_transformers_trainer,
+    "lightning_lbfgs.ipynb": check_lightning_lbfgs,
 }
 
 

@@ -4,12 +4,17 @@ wrappers where no hook exists.
 ``torch.autograd.backward`` (which ``Tensor.backward`` calls) is wrapped for the run: the scalar
 passed to it is the loss, and its return ends a micro-batch. ``GradScaler.scale`` is patched to
 remember the unscaled loss behind the scaled one, and ``GradScaler.step`` to notice a step it
-skipped for non-finite gradients: the optimizer's own hooks never run then. Everything goes
-through :class:`Attachments`, so the run's one ``detach`` puts it all back.
+skipped for non-finite gradients: the optimizer's own hooks never run then.
+``Optimizer.__init__`` is wrapped to hear of optimizers created during the run (in the cell, or
+inside a framework's ``train()``/``fit()``) before their first step: PyTorch has no global hook
+for construction, and the step that counts micro-batches must know from the first ``backward()``
+on that an optimizer will end it. Everything goes through :class:`Attachments`, so the run's one
+``detach`` puts it all back.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -26,10 +31,12 @@ class StepEvents:
 
     before_backward: Callable[[torch.Tensor | None], None]  # the loss; None when backward() got no scalar
     after_backward: Callable[[], None]
-    before_optimizer_step: Callable[[torch.optim.Optimizer], None]
-    after_optimizer_step: Callable[[torch.optim.Optimizer], None]
+    # the optimizer, and whether step() was given a closure (its backward() runs inside step())
+    before_optimizer_step: Callable[[torch.optim.Optimizer, bool], None]
+    after_optimizer_step: Callable[[torch.optim.Optimizer, bool], None]
     step_skipped: Callable[[], None]  # GradScaler skipped optimizer.step()
     backward_failed: Callable[[], None] = lambda: None  # backward() raised (after before_backward)
+    optimizer_created: Callable[[torch.optim.Optimizer], None] = lambda optimizer: None
 
 
 class _ScaledLoss(NamedTuple):
@@ -60,6 +67,7 @@ class StepPoints:
         attachments.hook(optim_module.register_optimizer_step_post_hook(self._after_optimizer_step))
         self._wrap_backward(attachments)
         self._patch_grad_scaler(attachments)
+        self._note_construction(attachments)
 
     @property
     def reporting_before_step(self) -> bool:
@@ -73,11 +81,22 @@ class StepPoints:
             self._pre_hook = None
 
     def _before_optimizer_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        self.events.before_optimizer_step(optimizer)
+        self.events.before_optimizer_step(optimizer, _has_closure(args, kwargs))
 
     def _after_optimizer_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self.optimizer_steps += 1
-        self.events.after_optimizer_step(optimizer)
+        self.events.after_optimizer_step(optimizer, _has_closure(args, kwargs))
+
+    def _note_construction(self, attachments: Attachments) -> None:
+        original = torch.optim.Optimizer.__init__
+        created = self.events.optimizer_created
+
+        @functools.wraps(original)
+        def __init__(optimizer: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> None:
+            original(optimizer, *args, **kwargs)
+            created(optimizer)
+
+        attachments.patch(torch.optim.Optimizer, "__init__", __init__)
 
     def _wrap_backward(self, attachments: Attachments) -> None:
         original = torch.autograd.backward
@@ -134,3 +153,8 @@ class StepPoints:
         if value.dtype is not torch.float32 and value.dtype is not torch.float64:
             value = value.float()
         return value
+
+
+def _has_closure(args: Any, kwargs: Any) -> bool:
+    """``step(closure)`` or ``step(closure=...)``; ``args`` starts with the optimizer itself."""
+    return (len(args) > 1 and args[1] is not None) or kwargs.get("closure") is not None

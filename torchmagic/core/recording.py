@@ -30,7 +30,7 @@ EXPLODING_FACTOR = 100.0  # a global grad norm this many times the recent median
 VANISHING_NORM = 1e-8
 MEMORY_SAMPLE_INTERVAL = 0.5  # seconds: at most two memory samples a second
 # The columns the monitor measures itself (and lr_1, lr_2, … for more parameter groups).
-BUILTIN_COLUMNS = ("step", "time", "loss", "lr", "grad_norm", "samples_per_s", "step_time")
+BUILTIN_COLUMNS = ("step", "time", "loss", "lr", "grad_norm", "samples_per_s", "step_time", "evaluations")
 
 
 def is_builtin_column(name: str) -> bool:
@@ -104,6 +104,8 @@ class StepRecorder:
             "step_time": [rec.dt for rec in pending],
         }
         for i, rec in enumerate(pending):
+            if rec.values.evaluations:  # steps with a closure: how many times step() evaluated it
+                cols.setdefault("evaluations", [None] * n)[i] = rec.values.evaluations
             for j in range(1, len(rec.lrs)):
                 cols.setdefault(f"lr_{j}", [None] * n)[i] = _number(rec.lrs[j])
             for name, value in rec.values.metrics.items():

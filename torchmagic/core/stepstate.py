@@ -7,6 +7,7 @@ is one field here (and where the recorder reads it).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -14,6 +15,8 @@ from typing import Any, NamedTuple
 import torch
 
 from torchmagic.core import deferred, devicestats
+
+_FLOAT32 = struct.Struct("f")
 
 
 class NamedTensors(NamedTuple):
@@ -35,6 +38,7 @@ class StepValues:
     """The values of one step; device tensors wait here until a refresh moves them to the host."""
 
     micro_batches: int = 0  # backward() calls so far
+    evaluations: int = 0  # backward() calls inside step(closure) (LBFGS re-evaluates); 0 without a closure
     samples: int = 0
     loss: torch.Tensor | float | None = None  # summed over micro-batches; a float when it was on the CPU
     metrics: dict[str, Any] = field(default_factory=dict)  # torchmagic.log() values
@@ -54,9 +58,16 @@ class StepValues:
     watched: bool = False  # every module's forward was seen in one of its micro-batches
     loss_reported: bool = False  # a non-finite loss of this step was already alerted on the host
 
-    def add_loss(self, loss: torch.Tensor | float) -> None:
-        """A micro-batch's loss: a CPU loss is read at once (free there), so no tensor of it is kept."""
-        self.loss = loss if self.loss is None else self.loss + loss
+    def add_loss(self, loss: torch.Tensor | float, *, float32: bool = False) -> None:
+        """A micro-batch's loss: a CPU loss is read at once (free there), so no tensor of it is kept.
+        A float32 loss is summed in float32, as the loop's own ``total += loss`` (and a framework's
+        logged loss) would be."""
+        if self.loss is None:
+            self.loss = loss
+        elif float32 and isinstance(self.loss, float) and isinstance(loss, float):
+            self.loss = _FLOAT32.unpack(_FLOAT32.pack(self.loss + loss))[0]  # exact sum, rounded once to float32
+        else:
+            self.loss = self.loss + loss
 
     def only_loss(self) -> bool:
         """Nothing but the loss (and numbers) waits on the device: the refresh's fast path."""
