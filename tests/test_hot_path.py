@@ -306,3 +306,37 @@ def test_a_stop_never_raises_in_a_thread_the_user_started():
         done.set()
         thread.join()
     assert errors == [] and mon.result.steps == 4
+
+
+def test_the_default_schedule_doubles_its_period_for_fast_loops_only():
+    schedule = StepSchedule(10, auto=True)
+    assert not schedule.adapt(150.0) and schedule.period == 10  # 15 statistics steps a second: kept
+    assert schedule.adapt(5000.0) and schedule.period == 320  # 5000/320 = 15.6 a second
+    assert schedule(1) and schedule(640) and not schedule(10) and not schedule(330)
+    assert schedule.adapt(100.0) and schedule.period == 10  # the loop slowed down: back to every 10
+    fixed = StepSchedule(10)
+    assert not fixed.adapt(1e6) and fixed.period == 10  # a period the user chose is kept
+    never = StepSchedule(0, auto=True)
+    assert not never.adapt(1e6) and not never(1)
+
+
+def test_statistics_steps_follow_the_period_in_force_and_an_explicit_every_is_kept():
+    """Whatever the machine's speed: under the default schedule every statistics step is step 1 or
+    a multiple of 10 (each longer period samples a subset of a shorter one's steps), and with an
+    explicit ``every`` exactly steps 1, N, 2N, ... have statistics."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(4, 8), torch.randn(4, 1)
+    for every, steps in ((None, 3000), (7, 300)):
+        with TrainingMonitor([model], [opt], every=every, catch_sigint=False) as mon:
+            for _ in range(steps):
+                opt.zero_grad()
+                nn.functional.mse_loss(model(x), y).backward()
+                opt.step()
+        sampled = sorted({row.step for row in mon.result.layer_rows if row.stat == "grad_norm"})
+        if every is None:
+            assert sampled[:2] == [1, 10] and all(s % 10 == 0 for s in sampled[1:])
+            assert mon.schedule.period % 10 == 0
+        else:
+            assert sampled == [1, *range(7, steps + 1, 7)]

@@ -39,7 +39,7 @@ class TrainingRun:
         optimizers: torch.optim.Optimizer | Sequence[torch.optim.Optimizer] | None,
         *,
         model_names: Sequence[str] = (),
-        every: int = 10,
+        every: int | None = None,
         histograms: bool = False,
         total: int | None = None,
         display: str = "auto",
@@ -197,7 +197,7 @@ def train(
     model: Any = None,
     optimizer: Any = None,
     *,
-    every: int = 10,
+    every: int | None = None,
     histograms: bool = False,
     total: int | None = None,
     display: str = "auto",
@@ -211,7 +211,9 @@ def train(
     Args:
         model: a module or a list of modules (others the loop uses are found automatically).
         optimizer: an optimizer or a list; its steps are the steps.
-        every: period of the costly statistics (per-layer norms, activations, histograms).
+        every: period of the costly statistics (per-layer norms, activations, histograms): steps 1,
+            N, 2N, ...; 0: never. Default: every 10 steps, thinned (20, 40, ...) for loops so fast
+            that they would come more than 20 times a second.
         histograms: record gradient histograms on those steps.
         total: how many ``backward()`` calls the loop makes, for progress and ETA.
         display: "auto" (dashboard in a notebook, text elsewhere), "widgets" (the dashboard),

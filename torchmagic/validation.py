@@ -45,7 +45,7 @@ class TrainOptions:
 
     models: list[torch.nn.Module]
     optimizers: list[torch.optim.Optimizer]
-    every: int
+    every: int | None  # None: the default schedule, thinned for fast loops
     histograms: bool
     total: int | None
     display: str
@@ -58,7 +58,7 @@ def train_options(
     model: Any = None,
     optimizer: Any = None,
     *,
-    every: Any = 10,
+    every: Any = None,
     histograms: Any = False,
     total: Any = None,
     display: Any = "auto",
@@ -70,7 +70,7 @@ def train_options(
     return TrainOptions(
         models=objects(model, "model", torch.nn.Module, "torch.nn.Module"),
         optimizers=objects(optimizer, "optimizer", torch.optim.Optimizer, "torch.optim.Optimizer"),
-        every=integer(every, "every", minimum=0, wording="0 or more"),
+        every=None if every is None else integer(every, "every", minimum=0, wording="0 or more"),
         histograms=flag(histograms, "histograms"),
         total=None if total is None else integer(total, "total", minimum=1, wording="positive"),
         display=choice(display, "display", TRAIN_DISPLAYS),

@@ -26,27 +26,32 @@ import torch
 from torchmagic.core.alerts import AlertBook
 from torchmagic.core.attachments import Attachments
 from torchmagic.core.attachpoints import StepEvents, StepPoints, attach_step_events
+from torchmagic.core.closures import ClosureSteps
 from torchmagic.core.forwards import ROOTS_KEPT as ROOTS_KEPT  # re-exported: the bound tests check
 from torchmagic.core.forwards import ForwardHooks
+from torchmagic.core.frameworks import FrameworkLink
 from torchmagic.core.interrupt import StopRequest
 from torchmagic.core.logged import checked_values
 from torchmagic.core.naming import ModuleNames, ParameterNames
+from torchmagic.core.optimizer_steps import OptimizerStepHandling
 from torchmagic.core.recording import LateMetric, PendingStep, StepRecorder, recent_rate
 from torchmagic.core.result import RunResult
-from torchmagic.core.schedule import StepSchedule
+from torchmagic.core.runplan import RunPlan, settle_status
+from torchmagic.core.schedule import DEFAULT_EVERY, StepSchedule
 from torchmagic.core.snapshot import RunClock
 from torchmagic.core.snapshot import Snapshot as Snapshot  # re-exported: displays import it from here
 from torchmagic.core.stepstate import NamedTensors, StepValues
 from torchmagic.core.warnings_capture import capture_warnings
 
 _ACTIVE: list[TrainingMonitor] = []
+ADAPT_WINDOW_S = 0.2  # the shortest span the step rate of the default schedule is measured over
 
 
 def active_monitor() -> TrainingMonitor | None:
     return _ACTIVE[-1] if _ACTIVE else None
 
 
-class TrainingMonitor:
+class TrainingMonitor(OptimizerStepHandling):
     """Watches a training loop run inside ``with TrainingMonitor(...):``.
 
     Args:
@@ -54,7 +59,8 @@ class TrainingMonitor:
             loop creates itself are found by the global module hooks.
         optimizers: optimizers whose steps are the steps; others are found when they step.
         model_names: variable names for ``models``, used as prefixes for all but the first.
-        every: the :class:`StepSchedule` period for costly statistics (0: never).
+        every: the :class:`StepSchedule` period for costly statistics (0: never); None: every
+            10 steps, the period doubled while statistics steps would come more than 20 times a second.
         histograms: also record per-parameter gradient histograms on scheduled steps.
         total: the number of ``backward()`` calls the loop will make, when known (progress, ETA).
         refresh_interval: seconds between refreshes (host transfers and display updates).
@@ -68,7 +74,7 @@ class TrainingMonitor:
         optimizers: Iterable[torch.optim.Optimizer] = (),
         *,
         model_names: Iterable[str] | None = None,
-        every: int = 10,
+        every: int | None = None,
         histograms: bool = False,
         total: int | None = None,
         refresh_interval: float = 0.25,
@@ -79,7 +85,7 @@ class TrainingMonitor:
         self.models = list(models)
         self.optimizers = list(optimizers)
         self._model_names = list(model_names or [])
-        self.schedule = StepSchedule(every)
+        self.schedule = StepSchedule(DEFAULT_EVERY if every is None else every, auto=every is None)
         self.histograms = histograms
         self.total = total
         self.refresh_interval = refresh_interval
@@ -97,6 +103,7 @@ class TrainingMonitor:
     # ----------------------------------------------------------------- lifecycle
     def _reset(self) -> None:
         self.step = 0
+        self.schedule.period = self.schedule.every
         self.backward_calls = 0
         self._opt_mode = bool(self.optimizers)
         self._last_event: str | None = None  # "backward" or "optimizer"
@@ -113,8 +120,11 @@ class TrainingMonitor:
         )
         self._nonfinite = self._recorder.nonfinite
         self._step_points: StepPoints | None = None
+        self._closure = ClosureSteps()
+        self._frameworks = FrameworkLink(self.log, lambda: self.stop_request.requested)
         now = time.perf_counter()
         self._clock = RunClock(start=now, last_step=now)
+        self._rate_mark = (now, 0)  # (time, step) the step rate for the schedule is measured from
         self._running = False
 
     def __enter__(self) -> TrainingMonitor:
@@ -131,6 +141,7 @@ class TrainingMonitor:
             prefix = "" if i == 0 else (self._model_names[i] if i < len(self._model_names) else None)
             self.names.add_root(model, prefix)
         a = self._attachments
+        self._frameworks.bind(a)
         try:
             self._forwards.install(a)  # watching: the first step's forwards are all seen
             events = StepEvents(
@@ -140,6 +151,7 @@ class TrainingMonitor:
                 self._after_optimizer_step,
                 self._skip_step,
                 self._backward_failed,
+                self._optimizer_created,
             )
             self._step_points = attach_step_events(a, events)
             if self.catch_sigint:
@@ -153,6 +165,7 @@ class TrainingMonitor:
             raise
         self._running = True
         self._clock.start = self._clock.last_step = time.perf_counter()
+        self._rate_mark = (self._clock.start, 0)
         self._refresh(time.perf_counter())
 
     def stop(self, exc: BaseException | None = None) -> RunResult:
@@ -168,17 +181,7 @@ class TrainingMonitor:
         r = self.result
         r.elapsed = time.perf_counter() - self._clock.start
         r.steps = self.step  # before the final refresh: what it records cannot disagree with it
-        if exc is None:
-            r.status = "interrupted" if self.stop_request.requested else "completed"
-        elif isinstance(exc, KeyboardInterrupt):
-            r.status = "interrupted"
-        else:
-            r.status = "failed"
-            r.error = f"{type(exc).__name__}: {exc}"
-            if isinstance(exc, torch.OutOfMemoryError):
-                self.alerts.add("oom", self.step + 1, str(exc).splitlines()[0] if str(exc) else "out of memory")
-        if errors:
-            r.error = (r.error + "; " if r.error else "") + f"cleanup: {errors[0]!r}"
+        settle_status(r, self.alerts, exc, self.stop_request.requested, errors)
         try:
             self._refresh(time.perf_counter(), final=True)
         except Exception as refresh_error:  # noqa: BLE001 - e.g. a device in an error state after OOM
@@ -198,6 +201,10 @@ class TrainingMonitor:
         return self.step + 1 + (not self._opt_mode and self._step_values.micro_batches > 0)
 
     def _at_step_boundary(self) -> bool:
+        """Where a requested stop may raise: not inside step() (a closure), nor through a framework's loop
+        (its callback stops it after the step instead)."""
+        if self._closure.optimizer is not None or self._frameworks.stops_run:
+            return False
         return not self._forwards.in_backward and (self._step_values.micro_batches == 0 or not self._opt_mode)
 
     def _plan_forwards(self) -> None:
@@ -207,16 +214,21 @@ class TrainingMonitor:
         if want != self._forwards.watching:
             self._forwards.watch() if want else self._forwards.unwatch()
         if self._opt_mode and self._step_points is not None:  # until an optimizer shows itself, keep hearing it
-            self._step_points.report_before_step(scheduled)
+            self._step_points.report_before_step(scheduled or self._closure.seen)  # a closure's step: on every step
 
     # ----------------------------------------------------------------- backward / steps
     def _before_backward(self, loss: torch.Tensor | None) -> None:
         __tracebackhide__ = True
         if self.stop_request.requested and self._at_step_boundary():
             self.stop_request.raise_if_requested(self._current_step() - 1)  # loops that call no module stop here
+        forwards = self._forwards
+        if self._closure.reevaluation():  # LBFGS again on the same batch: counted, not a micro-batch
+            forwards.in_backward = True
+            forwards.samples = 0
+            forwards.kept.clear()
+            return
         if not self._opt_mode and self._step_values.micro_batches > 0:
             self._finish_step(None)
-        forwards = self._forwards
         forwards.in_backward = True
         values, kept, watching = self._step_values, forwards.kept, forwards.watching
         values.samples += forwards.samples
@@ -232,7 +244,7 @@ class TrainingMonitor:
             value = float(loss)  # no synchronisation on the CPU; keeping no tensor lets the allocator reuse it
             if self._nonfinite.locating and not math.isfinite(value):
                 self._locate_nonfinite(values)
-            values.add_loss(value)
+            values.add_loss(value, float32=loss.dtype is torch.float32)
         else:
             if watching and self._nonfinite.locating:
                 check = self._finite_check()  # accelerators: the norms wait on the device, read at the refresh
@@ -244,6 +256,14 @@ class TrainingMonitor:
     def _after_backward(self) -> None:
         forwards = self._forwards
         forwards.in_backward = forwards.batch_counted = False
+        closure = self._closure
+        if closure.optimizer is not None:
+            closure.evaluations += 1
+            if closure.evaluations > 1:
+                return
+            if closure.wants_gradients:  # the step's own gradients, from its first evaluation
+                closure.wants_gradients = False
+                self._take_gradients(closure.optimizer)
         self._step_values.micro_batches += 1
         self.backward_calls += 1
         self._last_event = "backward"
@@ -256,34 +276,6 @@ class TrainingMonitor:
     def _backward_failed(self) -> None:
         self._forwards.in_backward = False
 
-    def _before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        self._opt_mode = True
-        # Everything below reads whole gradients or parameters: only on scheduled steps.
-        if self.schedule(self.step + 1):
-            params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-            values = self._step_values
-            values.take_gradients(params, replace=False, histograms=self.histograms)
-            dense = [p for p in params if not p.is_sparse]
-            values.keep_update_reference(self._param_names(dense), dense)
-
-    def _after_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        self._opt_mode = True  # also here: before_optimizer_step is reported on scheduled steps only
-        values = self._step_values
-        if values.update_samples:
-            values.take_update_ratios(
-                [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None and not p.is_sparse]
-            )
-        lrs = [g.get("lr") for g in optimizer.param_groups]
-        if values.micro_batches == 0 and self._last_event == "optimizer":
-            return  # a second optimizer stepping on the same gradients: same step
-        self._finish_step(lrs)
-        self._last_event = "optimizer"
-
-    def _skip_step(self) -> None:
-        """GradScaler found inf/NaN gradients and skipped optimizer.step()."""
-        self.result.skipped_steps += 1
-        self._step_values = self._step_values.after_skipped_step()
-
     def _finish_step(self, lrs: list[Any] | None) -> None:
         self.step += 1
         now = time.perf_counter()
@@ -295,8 +287,9 @@ class TrainingMonitor:
         clock.last_step = now
         if now - clock.last_refresh >= self.refresh_interval:
             self._refresh(now)
+            self._adapt_schedule(now)
         if self._opt_mode and self._running:
-            every = self.schedule.every
+            every = self.schedule.period
             points = self._step_points
             if (
                 (every > 0 and (self.step + 1) % every == 0)
@@ -305,6 +298,14 @@ class TrainingMonitor:
                 or (points is not None and points.reporting_before_step)
             ):
                 self._plan_forwards()  # something changes at this boundary; most steps skip the call
+
+    def _adapt_schedule(self, now: float) -> None:
+        """At a boundary, after a refresh recorded the steps so far under the period in force: the
+        default schedule's period for the step rate since the last look."""
+        since, step = self._rate_mark
+        if now - since >= ADAPT_WINDOW_S and self.step - step >= 10:
+            self.schedule.adapt((self.step - step) / (now - since))
+            self._rate_mark = (now, self.step)
 
     # ----------------------------------------------------------------- forwards
     def _begin_root(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -367,12 +368,10 @@ class TrainingMonitor:
 
     # ----------------------------------------------------------------- refresh
     def progress(self) -> tuple[float | None, float | None]:
-        if not self.total or self.backward_calls == 0:
-            return None, None
-        fraction = min(1.0, self.backward_calls / self.total)
-        elapsed = time.perf_counter() - self._clock.start
-        eta = elapsed * (1 - fraction) / fraction if fraction > 0 else None
-        return fraction, eta
+        return self._plan().progress(time.perf_counter() - self._clock.start)
+
+    def _plan(self) -> RunPlan:
+        return RunPlan(self.step, self.backward_calls, self.total, self._frameworks.planned_steps)
 
     def _refresh(self, now: float, final: bool = False) -> None:
         self._clock.last_refresh = now
@@ -390,9 +389,9 @@ class TrainingMonitor:
         if len(r.layers) != len(layers):  # LayerInfo rows change in place; only new ones need a new list
             r.layers = list(layers.values())
         self._recorder.sample_memory(now - self._clock.start, self.step, final or not self._running)
-        if self.total and self.backward_calls:
-            r.total_steps = max(self.step, round(self.step * self.total / self.backward_calls))
-        fraction, eta = self.progress()
+        plan = self._plan()
+        r.total_steps = plan.total_steps() or r.total_steps
+        fraction, eta = plan.progress(now - self._clock.start)
         snapshot = Snapshot(r, fraction, eta, recent_rate(r.columns), final)
         for callback in self.on_refresh:
             callback(snapshot)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-from types import CodeType
 from typing import Any
 
 import torch
@@ -16,7 +15,8 @@ from torchmagic.api import TRAIN_DISPLAYS, TrainingRun
 from torchmagic.core.distributed import DistributedError, RankFailed
 from torchmagic.core.interrupt import TrainingStopped
 from torchmagic.core.monitor import active_monitor
-from torchmagic.ipython.cell_analysis import calls_method, loop_total, names_read
+from torchmagic.ipython.cell_analysis import loop_total, names_read
+from torchmagic.ipython.cell_runner import Cell, compile_cell, run_cell, show_one_line
 from torchmagic.validation import ArgumentProblem
 
 
@@ -42,9 +42,10 @@ class TrainMagics(Magics):
     @argument(
         "--every",
         type=int,
-        default=10,
+        default=None,
         metavar="N",
-        help="take gradient norms, update ratios, activation statistics and histograms on steps 1, N, 2N, ...; 0: never",
+        help="take gradient norms, update ratios, activation statistics and histograms on steps 1, N, 2N, ...; 0: never; "
+        "default: 10, doubled for loops so fast that they would come more than 20 times a second",
     )
     @argument("--histograms", action="store_true", help="also record per-parameter gradient histograms")
     @argument(
@@ -70,13 +71,15 @@ class TrainMagics(Magics):
         "(gloo on CPU, NCCL one GPU per rank); the models get rank 0's final weights",
     )
     @cell_magic
-    def train(self, line: str, cell: str) -> None:
+    def train(self, line: str, raw_cell: str) -> None:
         """Run the cell's training loop and show a live dashboard.
 
         The cell runs unchanged in the notebook's namespace, IPython syntax (``!cmd``, ``%magic``)
-        included; a run cannot start inside another. A step is one optimizer step
+        included; a cell that only calls a framework (``trainer.train()``) or a function of
+        an earlier cell works too. A run cannot start inside another. A step is one optimizer step
         (several backward() calls with gradient accumulation); without an optimizer, one
-        backward() call. Ctrl-C (or the kernel's stop button) stops after the current step.
+        backward() call. Ctrl-C (or the kernel's stop button) stops after the current step and
+        ends the cell with one line; a second Ctrl-C stops at once.
         The result is kept: ``torchmagic.last_run()``. With ``--nproc N`` the cell runs on N ranks
         forked from the kernel (DDP in the cell as in a script); the result holds every rank's rows.
 
@@ -94,49 +97,54 @@ class TrainMagics(Magics):
         args = parse_argstring(self.train, line)
         if active_monitor() is not None:
             raise UsageError("%%train: a run is already in progress; %%train cannot run inside %%train or torchmagic.train()")
-        code, tree = self._compile(cell)
+        cell, tree = self._compile(raw_cell)
         run = self._run_for(args, line, tree)
         if args.nproc is not None:
-            self._run_ranks(run, code)
+            self._run_ranks(run, cell)
             return
-        with run:
-            exec(code, self.shell.user_ns)
+        try:
+            with run:
+                run_cell(self.shell, cell)
+        except KeyboardInterrupt as stop:
+            show_one_line(stop, _stopped_line(stop, run))
+            raise
         if run.result.status == "interrupted":
-            raise TrainingStopped(f"training stopped after step {run.result.steps}")
+            stopped = TrainingStopped(f"training stopped after step {run.result.steps}")
+            show_one_line(stopped, _stopped_line(stopped, run))
+            raise stopped
+        if run.result.steps == 0 and run.monitor.backward_calls == 0:
+            print("%%train: the cell trained nothing (no backward() call and no optimizer step ran)")
 
-    def _run_ranks(self, run: TrainingRun, code: CodeType) -> None:
+    def _run_ranks(self, run: TrainingRun, cell: Cell) -> None:
         """The cell on the run's ranks: a run that cannot start is a one-line UsageError; a rank
         that fails raises ``RankFailed`` with its traceback; Ctrl-C raises ``TrainingStopped``."""
         __tracebackhide__ = True
         ns = self.shell.user_ns
         try:
-            run.run(lambda: exec(code, ns))
+            run.run(lambda: exec(cell.code, ns))
         except RankFailed:
             raise
         except DistributedError as problem:
             raise UsageError(f"%%train --nproc: {problem}") from None
 
-    def _compile(self, cell: str) -> tuple[CodeType, ast.Module]:
-        """The cell's code, with IPython syntax (``!cmd``, ``%magic``) turned into calls as in a cell of its own,
-        and the tree to find its models and loop in: under a leading cell magic (``%%time``), its body's."""
+    def _compile(self, raw: str) -> tuple[Cell, ast.Module]:
+        """The cell, and the tree to find its models and loop in: under a leading cell magic (``%%time``), its body's."""
         __tracebackhide__ = True
-        if not cell.strip():
+        if not raw.strip():
             raise UsageError("%%train: the cell is empty; put a training loop below %%train")
-        source = str(self.shell.transform_cell(cell))
-        # compiled before anything is looked up, so a syntax error is reported as itself
-        code = compile(source, self.shell.compile.cache(source, raw_code=cell), "exec", dont_inherit=True)
-        tree = ast.parse(source)
+        cell = compile_cell(self.shell, raw)  # before anything is looked up: a syntax error is reported as itself
+        tree = ast.parse(cell.source)
         if not tree.body:
             raise UsageError("%%train: the cell holds only comments; put a training loop below %%train")
-        body = cell.lstrip()
+        body = raw.lstrip()
         if not body.startswith("%%"):
-            return code, tree
+            return cell, tree
         while body.startswith("%%"):
             body = body.partition("\n")[2].lstrip()
         try:
-            return code, ast.parse(str(self.shell.transform_cell(body)))
+            return cell, ast.parse(str(self.shell.transform_cell(body)))
         except SyntaxError:  # the cell magic's own syntax, which it reports when it runs
-            return code, ast.Module(body=[], type_ignores=[])
+            return cell, ast.Module(body=[], type_ignores=[])
 
     def _run_for(self, args: Any, line: str, tree: ast.Module) -> TrainingRun:
         """The run: the models and optimizers named or found in the cell, the options checked."""
@@ -150,11 +158,8 @@ class TrainMagics(Magics):
             models, model_names = _found(used, ns, torch.nn.Module, skip=torch.nn.modules.loss._Loss)
         if not args.optimizer:
             optimizers, optimizer_names = _found(used, ns, torch.optim.Optimizer)
-        if not models and not (calls_method(tree, "backward") or calls_method(tree, "step")):
-            raise UsageError(
-                "%%train: no model found: the cell uses no torch.nn.Module from the namespace and "
-                "calls no backward(); name one with -m NAME"
-            )
+        # Nothing is refused for want of a model in the text: `trainer.train()` or `main()` trains
+        # models the global hooks find when their forward runs.
         try:
             return TrainingRun(
                 models,
@@ -207,3 +212,12 @@ def _found(names: list[str], ns: dict[str, Any], kind: type, skip: type | None =
             found.append(obj)
             found_names.append(name)
     return found, found_names
+
+
+def _stopped_line(stop: KeyboardInterrupt, run: TrainingRun) -> str:
+    """The one line a stopped run ends the cell with."""
+    r = run.result
+    of = f" of ~{r.total_steps}" if r.total_steps else ""
+    if isinstance(stop, TrainingStopped):
+        return f"{type(stop).__name__}: training stopped after step {r.steps}{of}; the model holds that step's weights"
+    return f"{type(stop).__name__}: training stopped at once after step {r.steps}{of}; a step in progress may be half done"
