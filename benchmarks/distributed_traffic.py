@@ -13,7 +13,12 @@ out`` (no pause; a payload then carries up to ``LIVE_ROWS`` rows). Measured:
   from each worker's publisher at the end of the cell;
 * ``rows``: history rows per payload (median); ``B/row``: bytes per row;
 * ``kernel B/poll``: what the kernel reads per poll (every rank's latest payload in one
-  ``multi_get``): the figure that grows with N.
+  ``multi_get``): the figure that grows with N;
+* the dashboard's side (the lab transport's messages, recorded instead of sent): messages and
+  KB per second while the ranks train (from the end of the first refresh to the last refresh
+  before the final one; the one-off messages that add the plots by rank fall inside it), what
+  opening the dashboard costs once, and the bytes of the curves by rank (loss, time,
+  throughput, memory) per refresh: the figures that must not grow with N.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -36,7 +42,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
 from torchmagic.core.distributed import run_distributed  # noqa: E402
 from torchmagic.core.distributed.merge import Collector  # noqa: E402
 from torchmagic.core.distributed.rank import RankPublisher  # noqa: E402
-from torchmagic.core.monitor import active_monitor  # noqa: E402
+from torchmagic.core.monitor import Snapshot, active_monitor  # noqa: E402
+from torchmagic.display.dashboard import LiveDashboard  # noqa: E402
+from torchmagic.display.testing import recording_comms  # noqa: E402
 
 _polls: list[int] = []
 _original_poll = Collector.poll
@@ -78,9 +86,26 @@ def measure(nproc: int, seconds: float, pause: float) -> dict[str, float]:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 8))
     _polls.clear()
-    with tempfile.TemporaryDirectory() as out_dir:
-        result = run_distributed(_cell(model, seconds, pause, out_dir), nproc=nproc, models=[model], timeout=120)
+    with tempfile.TemporaryDirectory() as out_dir, recording_comms() as rec:
+        dash = LiveDashboard("benchmark", transport="lab")
+        calls: list[tuple[float, int, bool]] = []  # after each refresh: when, messages so far, final
+
+        def timed(snap: Snapshot) -> None:
+            dash(snap)
+            calls.append((time.monotonic(), len(rec.messages), snap.final))
+
+        cell = _cell(model, seconds, pause, out_dir)
+        result = run_distributed(cell, nproc=nproc, models=[model], on_refresh=[timed], timeout=120)
         ranks = [json.load(open(os.path.join(out_dir, f"rank{r}.json"))) for r in range(nproc)]
+    running = [c for c in calls if not c[2]]
+    (t0, first, _), (t1, last, _) = running[0], running[-1]
+    steady = rec.messages[first:last]
+    refreshes = [(d["content"], b) for kind, d, b in rec.messages if _is_refresh((kind, d, b))]
+    by_rank = {s.id for s in (dash.figs.ranks, dash.figs.rank_memory) if s is not None}
+    rank_bytes = [
+        sum(len(b[i]) for batch in c["streams"] + c["replace"] if batch["source"] in by_rank for i in batch["columns"].values())
+        for c, b in refreshes
+    ]
     # the payloads while training: not the first (no rows yet) and not the last (the final refresh)
     during = [(b, n) for r in ranks for b, n in r["sizes"][1:-1]]
     sizes = [b for b, _ in during]
@@ -95,7 +120,24 @@ def measure(nproc: int, seconds: float, pause: float) -> dict[str, float]:
         "rows_median": rows_per_payload,
         "bytes_per_row": statistics.median(b / n for b, n in during if n) if during else 0,
         "kernel_bytes_per_poll": statistics.median(polls) if polls else 0,
+        "dashboard_messages_per_s": len(steady) / (t1 - t0) if t1 > t0 else 0,
+        "dashboard_kb_per_s": _nbytes(steady) / (t1 - t0) / 1e3 if t1 > t0 else 0,
+        "dashboard_opening_kb": _nbytes(rec.messages[:first]) / 1e3,
+        # inside that window: the refreshes alone, and the one-off messages that add the plots by rank
+        "refresh_kb_per_s": _nbytes([m for m in steady if _is_refresh(m)]) / (t1 - t0) / 1e3 if t1 > t0 else 0,
+        "rank_plots_kb": _nbytes([m for m in steady if not _is_refresh(m)]) / 1e3,
+        "rank_curve_bytes_per_refresh": statistics.median(rank_bytes) if rank_bytes else 0,
+        "rank_curve_bytes_max": max(rank_bytes, default=0),
     }
+
+
+def _is_refresh(message: tuple[str, dict[str, Any], list[bytes]]) -> bool:
+    kind, data, _ = message
+    return kind == "comm_msg" and data.get("method") == "custom" and data["content"].get("kind") == "torchmagic.refresh"
+
+
+def _nbytes(messages: list[tuple[str, dict[str, Any], list[bytes]]]) -> int:
+    return sum(len(json.dumps(data, default=str)) + sum(len(b) for b in buffers) for _, data, buffers in messages)
 
 
 def main() -> None:
@@ -113,7 +155,11 @@ def main() -> None:
                 f"{label:>8}  N={row['nproc']:<2} steps {row['steps']:>5}  payloads/rank {row['payloads_per_rank']:>4.0f}  "
                 f"bytes/payload median {row['bytes_median']:>6.0f} max {row['bytes_max']:>6.0f}  "
                 f"rows {row['rows_median']:>5.1f}  B/row {row['bytes_per_row']:>5.0f}  "
-                f"kernel B/poll {row['kernel_bytes_per_poll']:>7.0f}",
+                f"kernel B/poll {row['kernel_bytes_per_poll']:>7.0f}  "
+                f"dashboard {row['dashboard_messages_per_s']:.1f} msg/s {row['dashboard_kb_per_s']:.1f} KB/s "
+                f"(refreshes {row['refresh_kb_per_s']:.1f} KB/s, plots by rank {row['rank_plots_kb']:.0f} KB once; "
+                f"opening {row['dashboard_opening_kb']:.0f} KB), "
+                f"by rank {row['rank_curve_bytes_per_refresh']:.0f} B/refresh (max {row['rank_curve_bytes_max']})",
                 flush=True,
             )
     if args.json:

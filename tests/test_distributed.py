@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import torchmagic
 from torchmagic.core.distributed import DistributedSnapshot, columns, protocol, run_distributed
 from torchmagic.core.distributed.errors import CudaInitializedError, DistributedError, RankFailed
-from torchmagic.core.distributed.merge import LiveMerge
+from torchmagic.core.distributed.merge import MEMORY_INTERVAL, LiveMerge
 from torchmagic.core.interrupt import TrainingStopped
 from torchmagic.core.result import RunResult
 
@@ -310,6 +310,33 @@ def test_result_round_trips_through_json():
     r.status, r.error = "failed", "ValueError: x"
     back = protocol.result_from_json(protocol.result_to_json(r))
     assert back.status == "failed" and list(back.columns["step"]) == [1, 2, 3, 4, 5]
+
+
+def test_memory_is_sampled_by_rank_on_the_kernels_clock():
+    """Each rank's latest reading, at most every MEMORY_INTERVAL: the largest, the spread, and by rank
+    (None where a rank had not sent a reading yet, or has no CUDA)."""
+    live = LiveMerge(3)
+
+    def send(rank: int, memory: dict[str, float | None]) -> None:
+        payload = protocol.Payload(rank, 0, {"step": [1], "loss": [1.0]}, 0, [], 1, memory=memory)
+        live.absorb(protocol.Payload.decode(payload.encode()))
+
+    send(0, {"rss": 100})
+    send(1, {"rss": 300})  # rank 2 has not sent yet
+    live.update(0.0)
+    send(0, {"rss": 150})
+    live.update(MEMORY_INTERVAL / 2)  # too soon: no sample
+    send(2, {"rss": 200, "cuda_allocated": 50})
+    live.update(MEMORY_INTERVAL)
+    mem = columns.plain(live.result.memory)
+    assert mem["time"] == [0.0, MEMORY_INTERVAL] and mem["rss"] == [300, 300]
+    assert (mem["rss_p0"], mem["rss_p50"], mem["rss_p100"]) == ([100, 150], [200, 200], [300, 300])
+    assert mem["cuda_allocated"] == [None, 50] and mem["cuda_allocated_p50"] == [None, 50]
+    assert live.ranks[0].memory_history == {"rss": [100, 150], "cuda_allocated": [None, None]}
+    assert live.ranks[2].memory_history == {"rss": [None, 200], "cuda_allocated": [None, 50]}
+    final = LiveMerge(3)
+    final.adopt_memory(live)  # what the final snapshot draws
+    assert final.ranks[1].memory_history["rss"] == [300, 300] and final.result.memory is live.result.memory
 
 
 # ----------------------------------------------------------------- outside the notebook

@@ -8,7 +8,7 @@ from bokeh.layouts import gridplot
 from bokeh.models import ColumnDataSource, LinearColorMapper
 from bokeh.plotting import figure
 
-from torchmagic.display.series import SPREAD
+from torchmagic.display.series import rank_column_names
 from torchmagic.display.svg import PALETTE
 
 TRACKED_LAYERS = 8
@@ -22,7 +22,8 @@ class DashboardFigures:
     memory: ColumnDataSource  # t, rss, cuda_allocated, cuda_reserved (MiB)
     layers: ColumnDataSource  # scheduled steps: x, gn (global grad norm), g0..g7 (by layer), a0..a7 (activation std)
     hist: ColumnDataSource | None  # x, y, w, v
-    ranks: ColumnDataSource | None = None  # distributed runs: x, l0.., t0.. (by rank) or l_p0.., t_p0.. (a band)
+    ranks: ColumnDataSource | None = None  # distributed runs: x, l0.., t0.., r0.. (by rank) or l_p0.. .. r_p100 (a band)
+    rank_memory: ColumnDataSource | None = None  # distributed runs: t, m0.. (RSS), c0.. (CUDA allocated) or m_p0.. (MiB)
 
 
 def _figure(title: str, x_label: str = "step", **kw: object) -> figure:
@@ -88,23 +89,37 @@ def build(histograms: bool) -> DashboardFigures:
     return DashboardFigures(layout, steps, mem, layers, hist_source)
 
 
-def add_ranks(figs: DashboardFigures, labels: list[str], time_title: str) -> ColumnDataSource:
-    """A third row for a distributed run: loss and time by rank, one line per rank (``labels``) or,
-    with no labels, the p0-p100 band across ranks and its p50 line."""
-    cols = ["x", *(f"{k}{i}" for k in "lt" for i in range(len(labels)))] if labels else ["x"]
-    cols += [] if labels else [f"{k}_{q}" for k in "lt" for q in SPREAD]
-    source = ColumnDataSource({k: [] for k in cols}, name="tm-ranks")
-    loss, times = _figure("loss by rank"), _figure(time_title)
-    for fig, key in ((loss, "l"), (times, "t")):
-        if labels:
-            for i, label in enumerate(labels):
-                fig.line("x", f"{key}{i}", source=source, color=PALETTE[i % len(PALETTE)], legend_label=label)
-        else:
-            fig.varea("x", f"{key}_p0", f"{key}_p100", source=source, color=PALETTE[0], alpha=0.25, legend_label="p0–p100")
-            fig.line("x", f"{key}_p50", source=source, color=PALETTE[0], line_width=1.5, legend_label="p50")
-        fig.legend.label_text_font_size = "9px"
-        fig.legend.location = "top_right"
-        fig.legend.spacing, fig.legend.padding = 0, 2
-    figs.layout.children = [*figs.layout.children, (loss, 2, 0), (times, 2, 1)]  # type: ignore[attr-defined]
-    figs.ranks = source
-    return source
+def add_ranks(
+    figs: DashboardFigures, labels: list[str], time_title: str, memory_keys: list[str]
+) -> tuple[ColumnDataSource, ColumnDataSource]:
+    """Rows for a distributed run: loss, time and throughput by rank, then memory by rank (RSS, and
+    CUDA allocated with ``memory_keys`` ["m", "c"]); one line per rank (``labels``) or, with no
+    labels, the p0-p100 band across ranks and its p50 line. Returns the sources of the step curves
+    and of the memory curves (also ``figs.ranks`` and ``figs.rank_memory``)."""
+    source = ColumnDataSource({k: [] for k in ["x", *rank_column_names("ltr", len(labels))]}, name="tm-ranks")
+    memory = ColumnDataSource({k: [] for k in ["t", *rank_column_names(memory_keys, len(labels))]}, name="tm-rank-memory")
+    charts = [
+        _by_rank(_figure("loss by rank"), source, "x", "l", labels),
+        _by_rank(_figure(time_title), source, "x", "t", labels),
+        _by_rank(_figure("throughput by rank (samples/s, smoothed)"), source, "x", "r", labels),
+        _by_rank(_figure("RSS by rank (MiB)", x_label="seconds"), memory, "t", "m", labels),
+    ]
+    if "c" in memory_keys:
+        charts.append(_by_rank(_figure("CUDA allocated by rank (MiB)", x_label="seconds"), memory, "t", "c", labels))
+    placed = [(fig, 2 + i // 3, i % 3) for i, fig in enumerate(charts)]
+    figs.layout.children = [*figs.layout.children, *placed]  # type: ignore[attr-defined]
+    figs.ranks, figs.rank_memory = source, memory
+    return source, memory
+
+
+def _by_rank(fig: figure, source: ColumnDataSource, x: str, key: str, labels: list[str]) -> figure:
+    if labels:
+        for i, label in enumerate(labels):
+            fig.line(x, f"{key}{i}", source=source, color=PALETTE[i % len(PALETTE)], legend_label=label)
+    else:
+        fig.varea(x, f"{key}_p0", f"{key}_p100", source=source, color=PALETTE[0], alpha=0.25, legend_label="p0–p100")
+        fig.line(x, f"{key}_p50", source=source, color=PALETTE[0], line_width=1.5, legend_label="p50")
+    fig.legend.label_text_font_size = "9px"
+    fig.legend.location = "top_right"
+    fig.legend.spacing, fig.legend.padding = 0, 2
+    return fig

@@ -87,6 +87,11 @@ def ema(values: Sequence[float | None], alpha: float = 0.1, start: float | None 
 # ----------------------------------------------------------------- ranks of a distributed run
 MAX_RANK_LINES = 8  # one line per rank up to this many ranks; beyond, a p0-p100 band and the p50 line
 SPREAD = ("p0", "p50", "p100")
+# Curves by rank over steps, by the letter of their columns (``l0``.. or ``l_p0``..): the history
+# column each draws, and whether it is smoothed (samples/s of one step is noisy: smoothed like the loss).
+RANK_STEP_CURVES = {"l": ("loss", False), "t": ("time", False), "r": ("samples_per_s", True)}
+# Curves by rank over time, from each rank's memory samples (bytes; the charts show MiB).
+RANK_MEMORY_CURVES = {"m": "rss", "c": "cuda_allocated"}
 
 
 def rank_time_column(cols: Mapping[str, Any]) -> str:
@@ -95,31 +100,91 @@ def rank_time_column(cols: Mapping[str, Any]) -> str:
     return "local_time" if "local_time" in cols else "step_time"
 
 
+def rank_time_title(cols: Mapping[str, Any]) -> str:
+    return ("data + forward" if rank_time_column(cols) == "local_time" else "step") + " time by rank (ms)"
+
+
 def rank_labels(ranks: Mapping[int, Any]) -> list[str]:
     """The legend of each per-rank line (``l{i}``/``t{i}`` columns), or [] when the ranks are drawn as a band."""
     return [f"rank {r}" for r in sorted(ranks)] if len(ranks) <= MAX_RANK_LINES else []
 
 
-def rank_curves(cols: Mapping[str, Any], ranks: Mapping[int, Any], start: int, stop: int) -> dict[str, list[float | None]]:
+def rank_column_names(keys: Sequence[str], lines: int) -> list[str]:
+    """The columns of the curves ``keys`` (letters of RANK_STEP_CURVES or RANK_MEMORY_CURVES), with a
+    line for each of ``lines`` ranks, or a band (0 lines)."""
+    return [f"{k}{i}" for k in keys for i in range(lines)] if lines else [f"{k}_{q}" for k in keys for q in SPREAD]
+
+
+def rank_curves(
+    cols: Mapping[str, Any],
+    ranks: Mapping[int, Any],
+    start: int,
+    stop: int,
+    smooth: dict[str, float | None] | None = None,
+) -> dict[str, list[float | None]]:
     """Rows ``start..stop`` of the aggregate history as per-rank curves: ``x`` (the step), then the loss
-    ``l{i}`` and the time in ms ``t{i}`` of the i-th rank, or, beyond MAX_RANK_LINES ranks, ``l_p0`` ..
-    ``t_p100`` from the aggregate's percentile columns."""
+    ``l{i}``, the time in ms ``t{i}`` and the smoothed samples/s ``r{i}`` of the i-th rank, or, beyond
+    MAX_RANK_LINES ranks, ``l_p0`` .. ``r_p100`` from the aggregate's percentile columns. ``smooth``
+    holds where each smoothed curve's average stands, and is advanced: pass the same dict from one
+    call to the next (a new one starts from the first row)."""
+    smooth = {} if smooth is None else smooth
     steps = [int(s) for s in list(cols.get("step", ()))[start:stop]]
-    what = rank_time_column(cols)
     out: dict[str, list[float | None]] = {"x": [float(s) for s in steps]}
-    if rank_labels(ranks):
-        for i, r in enumerate(sorted(ranks)):
-            view = ranks[r]
-            out[f"l{i}"] = [view.value("loss", s) for s in steps]
-            out[f"t{i}"] = [_ms(view.value(what, s)) for s in steps]
-        return out
-    for key, name in (("l", "loss"), ("t", what)):
-        for q in SPREAD:
-            column = cols.get(f"{name}_{q}")
-            values = list(column[start:stop]) if column is not None else []
-            values += [None] * (len(steps) - len(values))
-            out[f"{key}_{q}"] = values if key == "l" else [_ms(v) for v in values]
+    by_rank = bool(rank_labels(ranks))
+    for key, (name, smoothed) in RANK_STEP_CURVES.items():
+        name = rank_time_column(cols) if name == "time" else name
+        if by_rank:
+            curves = {f"{key}{i}": [ranks[r].value(name, s) for s in steps] for i, r in enumerate(sorted(ranks))}
+        else:
+            curves = {f"{key}_{q}": _rows(cols.get(f"{name}_{q}"), start, stop) for q in SPREAD}
+        for column, values in curves.items():
+            if key == "t":
+                values = [_ms(v) for v in values]
+            if smoothed:
+                values, smooth[column] = ema(values, start=smooth.get(column))
+            out[column] = values
     return out
+
+
+def rank_memory_keys(ranks: Mapping[int, Any]) -> list[str]:
+    """The memory curves by rank to draw: RSS, and CUDA allocated only where a rank uses CUDA."""
+
+    def uses_cuda(view: Any) -> bool:
+        history = view.memory_history.get("cuda_allocated", ())
+        return view.memory.get("cuda_allocated") is not None or any(v is not None for v in history)
+
+    return ["m", "c"] if any(uses_cuda(v) for v in ranks.values()) else ["m"]
+
+
+def rank_memory_columns(memory: Mapping[str, Any], ranks: Mapping[int, Any], keys: Sequence[str]) -> dict[str, Sequence[Any]]:
+    """The memory samples as per-rank curves in bytes: ``t`` (seconds), then ``m{i}`` (RSS) and
+    ``c{i}`` (CUDA allocated) of the i-th rank, or ``m_p0`` .. ``c_p100`` beyond MAX_RANK_LINES
+    ranks. The columns are the held series themselves where they are whole (no copy per refresh)."""
+    times = memory.get("time") or []
+    n = len(times)
+    out: dict[str, Sequence[Any]] = {"t": times}
+    labels = rank_labels(ranks)
+    for key in keys:
+        name = RANK_MEMORY_CURVES[key]
+        if labels:
+            for i, r in enumerate(sorted(ranks)):
+                out[f"{key}{i}"] = _whole(ranks[r].memory_history.get(name), n)
+        else:
+            for q in SPREAD:
+                out[f"{key}_{q}"] = _whole(memory.get(f"{name}_{q}"), n)
+    return out
+
+
+def _rows(column: Sequence[Any] | None, start: int, stop: int) -> list[Any]:
+    values = list(column[start:stop]) if column is not None else []
+    return values + [None] * (stop - start - len(values))
+
+
+def _whole(column: Sequence[Any] | None, n: int) -> Sequence[Any]:
+    if column is not None and len(column) == n:
+        return column
+    values = list(column or [])[:n]
+    return values + [None] * (n - len(values))
 
 
 def _ms(seconds: Any) -> float | None:

@@ -251,7 +251,7 @@ class _Session:
         final.update(merged.elapsed)
         for name in ("status", "error", "alerts", "layers", "histograms", "layer_rows", "layer_rows_dropped", "total_steps"):
             setattr(final.result, name, getattr(merged, name))
-        final.result.memory = self.live.result.memory  # the largest rank's, sampled while they ran
+        final.adopt_memory(self.live)  # sampled while the ranks ran: the largest rank's, the spread, by rank
         snap = final.snapshot(final=True)
         for callback in callbacks:
             callback(snap)

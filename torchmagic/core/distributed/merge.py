@@ -3,8 +3,11 @@
 The live aggregate has one row per step (what the single-process dashboard draws): the mean of
 the loss and of logged metrics over ranks (with equal shards, the loss of the whole batch),
 the slowest rank's times, the sum of throughputs, and p0/p50/p100 columns across ranks. A step
-enters it only once every running rank has reported it, so the rows only ever grow. The final
-:class:`RunResult` keeps every rank's rows instead, with a ``rank`` column.
+enters it only once every running rank has reported it, so the rows only ever grow. Memory is
+sampled here, from each rank's latest reading, at most twice a second: the largest rank's value,
+p0/p50/p100 across ranks, and each rank's own series (``RankView.memory_history``), all on the
+kernel's clock so that the ranks share one time axis. The final :class:`RunResult` keeps every
+rank's rows instead, with a ``rank`` column.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from torchmagic.core.result import RunResult
 STRAGGLER_FACTOR = 1.3
 STRAGGLER_WINDOW = 20  # steps
 STRAGGLER_FLOOR = 1e-3  # seconds: below this a ratio is timer noise
-SPREAD_COLUMNS = ("loss", "step_time", "local_time")  # get _p0/_p50/_p100 columns across ranks
+SPREAD_COLUMNS = ("loss", "step_time", "local_time", "samples_per_s")  # get _p0/_p50/_p100 columns across ranks
+MEMORY_SPREAD = ("rss", "cuda_allocated")  # memory kept by rank, with _p0/_p50/_p100 columns across ranks
+MEMORY_INTERVAL = 0.5  # seconds between memory samples
 _REDUCERS: dict[str, Callable[[list[Any]], Any]] = {
     "time": max,
     "step_time": max,  # the step takes as long as its slowest rank
@@ -46,7 +51,9 @@ class RankView:
     eta: float | None = None
     samples_per_s: float | None = None
     total_steps: int | None = None
-    memory: dict[str, float | None] = field(default_factory=dict)
+    memory: dict[str, float | None] = field(default_factory=dict)  # the latest reading the rank sent
+    # MEMORY_SPREAD keys by sample of the aggregate's memory table (its "time" rows), None where unknown
+    memory_history: dict[str, list[float | None]] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -149,10 +156,7 @@ class LiveMerge:
             values = [v.value(name, step) for v in views]
             row[name] = step if name == "step" else _reduce(name, values)
             if name in SPREAD_COLUMNS:
-                present = sorted(x for x in values if isinstance(x, (int, float)))
-                row[f"{name}_p0"] = present[0] if present else None
-                row[f"{name}_p50"] = statistics.median(present) if present else None
-                row[f"{name}_p100"] = present[-1] if present else None
+                row.update(_spread(name, values))
         columns.append_row(self.result.columns, row)
 
     def _check_stragglers(self) -> None:
@@ -195,18 +199,45 @@ class LiveMerge:
         )
 
     def _sample_memory(self, elapsed: float) -> None:
-        """At most two rows a second: the largest rank's reading of each key (what runs out first)."""
+        """At most two rows a second: the largest rank's reading of each key (what runs out first),
+        the spread across ranks, and each rank's own reading into its ``memory_history``."""
         mem = self.result.memory
         keys = sorted({k for v in self.ranks.values() for k in v.memory})
         times = mem.get("time")
         last = times[-1] if times else None
-        if not keys or (last is not None and elapsed - last < 0.5):
+        if not keys or (last is not None and elapsed - last < MEMORY_INTERVAL):
             return
+        n = columns.row_count(mem, "time")
         row: dict[str, Any] = {"time": elapsed, "step": self.result.steps}
         for key in keys:
-            values = [x for v in self.ranks.values() if isinstance(x := v.memory.get(key), (int, float))]
-            row[key] = max(values) if values else None
+            values = [v.memory.get(key) for v in self.ranks.values()]
+            present = [x for x in values if isinstance(x, (int, float))]
+            row[key] = max(present) if present else None
+            if key in MEMORY_SPREAD:
+                row.update(_spread(key, values))
         columns.append_row(mem, row, key="time")
+        for view in self.ranks.values():
+            for key in {*view.memory_history, *(k for k in keys if k in MEMORY_SPREAD)}:
+                history = view.memory_history.setdefault(key, [])
+                history.extend([None] * (n - len(history)))
+                value = view.memory.get(key)
+                history.append(value if isinstance(value, (int, float)) else None)
+
+    def adopt_memory(self, other: LiveMerge) -> None:
+        """The memory ``other`` sampled while the ranks ran (a merge of final results has none)."""
+        self.result.memory = other.result.memory
+        for rank, view in self.ranks.items():
+            view.memory_history = other.ranks[rank].memory_history
+
+
+def _spread(name: str, values: list[Any]) -> dict[str, Any]:
+    """``name``'s p0/p50/p100 columns across ranks (None where no rank has a number)."""
+    present = sorted(x for x in values if isinstance(x, (int, float)) and not isinstance(x, bool))
+    return {
+        f"{name}_p0": present[0] if present else None,
+        f"{name}_p50": statistics.median(present) if present else None,
+        f"{name}_p100": present[-1] if present else None,
+    }
 
 
 class Collector:
