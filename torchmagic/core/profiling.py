@@ -20,6 +20,7 @@ import torch
 
 from torchmagic.core import tbexport
 from torchmagic.core.attachments import Attachments
+from torchmagic.core.native_log import kineto_notes_dropped
 from torchmagic.core.profile_result import ProfileResult, set_last_profile
 from torchmagic.core.profile_trace import TIMELINE_EVENTS, read_trace
 from torchmagic.core.safe_paths import check_run_dir, check_trace_path, private_dir, trace_file_name, write_new
@@ -128,7 +129,8 @@ class ProfileSession:
             self._attachments.hook(register_optimizer_step_post_hook(self._on_step))
         self._sync()
         try:
-            self._prof.start()
+            with kineto_notes_dropped():
+                self._prof.start()
         except BaseException:
             self._attachments.detach()
             raise
@@ -139,7 +141,8 @@ class ProfileSession:
         self.steps_seen += 1
         if self.steps and self.steps_seen <= self.wait + self.warmup + self.steps:
             self._sync()
-            self._prof.step()
+            with kineto_notes_dropped():  # the schedule starts and stops the profiler inside step()
+                self._prof.step()
 
     def _on_trace_ready(self, prof: Any) -> None:
         self.collected = True
@@ -156,7 +159,8 @@ class ProfileSession:
             except Exception:  # noqa: BLE001 - a failed device must not keep the profiler running
                 pass
             try:
-                self._prof.stop()
+                with kineto_notes_dropped():
+                    self._prof.stop()
             except Exception:  # noqa: BLE001
                 pass
         finally:

@@ -67,7 +67,27 @@ def _heat(t: torch.Tensor) -> np.ndarray:
     return as_real(_strided(t, HEATMAP_SIDE)).to(torch.float64).cpu().numpy()
 
 
-def _to_uint8(pixels: np.ndarray, dtype: torch.dtype, stats: dict[str, Any]) -> np.ndarray:
+NONFINITE_RGB = (255, 0, 255)  # image pixels that are NaN or ±Inf in any channel
+NONFINITE_NOTE = "magenta: NaN or ±Inf"
+
+
+def _marked(image: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    """``image`` as RGB with the pixels where any channel is non-finite painted ``NONFINITE_RGB``."""
+    where = bad.any(axis=-1)
+    if not where.any():
+        return image
+    rgb = np.repeat(image[..., :1], 3, axis=-1) if image.shape[-1] < 3 else image[..., :3].copy()
+    rgb[where] = NONFINITE_RGB
+    return rgb
+
+
+def _image_view(title: str, pixels: np.ndarray, dtype: torch.dtype, stats: dict[str, Any], note: str) -> View:
+    bad = ~np.isfinite(pixels)
+    image = _marked(_levels(pixels, dtype, stats), bad)
+    return View("image", title, image, "; ".join(part for part in (note, NONFINITE_NOTE if bad.any() else "") if part))
+
+
+def _levels(pixels: np.ndarray, dtype: torch.dtype, stats: dict[str, Any]) -> np.ndarray:
     pixels = np.nan_to_num(pixels.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     if dtype == torch.uint8:
         return pixels.clip(0, 255).astype(np.uint8)
@@ -84,12 +104,8 @@ def _to_uint8(pixels: np.ndarray, dtype: torch.dtype, stats: dict[str, Any]) -> 
 
 def _image(t: torch.Tensor, stats: dict[str, Any]) -> View:
     pixels = as_real(_strided(t, IMAGE_SIDE).permute(1, 2, 0)).to(torch.float64).cpu().numpy()
-    return View(
-        "image",
-        f"image {t.shape[1]}×{t.shape[2]}",
-        _to_uint8(pixels, t.dtype, stats),
-        "min–max scaled" if not (t.dtype == torch.uint8) else "",
-    )
+    note = "min–max scaled" if not (t.dtype == torch.uint8) else ""
+    return _image_view(f"image {t.shape[1]}×{t.shape[2]}", pixels, t.dtype, stats, note)
 
 
 def _image_grid(t: torch.Tensor, stats: dict[str, Any]) -> View:
@@ -103,7 +119,7 @@ def _image_grid(t: torch.Tensor, stats: dict[str, Any]) -> View:
         r, col = divmod(i, cols)
         grid[r * (h + 2) + 1 : r * (h + 2) + 1 + h, col * (w + 2) + 1 : col * (w + 2) + 1 + w] = small[i]
     more = f"first {n} of {t.shape[0]}" if n < t.shape[0] else ""
-    return View("image", f"{n} images {t.shape[2]}×{t.shape[3]}", _to_uint8(grid, t.dtype, stats), more)
+    return _image_view(f"{n} images {t.shape[2]}×{t.shape[3]}", grid, t.dtype, stats, more)
 
 
 def _channels(t: torch.Tensor, channel_dim: int, nonfinite: bool) -> View:

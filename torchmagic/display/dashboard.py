@@ -14,7 +14,6 @@ notebook small; the widgets are then closed.
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -28,8 +27,10 @@ from jupyter_bokeh import BokehModel
 from torchmagic.core.distributed import DistributedSnapshot
 from torchmagic.core.monitor import Snapshot
 from torchmagic.core.result import RunResult
-from torchmagic.display import figures, panels, protocol, series
+from torchmagic.display import figures, panels, protocol
+from torchmagic.display.rank_curves import RankCurves
 from torchmagic.display.series import Columns, Decimator, SeriesBatch, UpdateKind, as_float32, ema
+from torchmagic.display.stock_view import StockView
 from torchmagic.display.svg import PALETTE
 from torchmagic.display.widget import DashboardWidget
 
@@ -67,7 +68,8 @@ class LiveDashboard:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}; got {transport!r}")
         self.transport = transport
         self.figs = figures.build(histograms)
-        self.plot = BokehModel(self.figs.layout)
+        # The stock view sends no BokehModel: front ends without the extension may load BokehJS from a CDN or not at all.
+        self.plot = BokehModel(self.figs.layout) if transport == "lab" else None
         # Points each curve keeps in the browser: more than a plot is wide, and few enough that a
         # replace (the whole curve again, each time the decimation doubles) stays under 20 KB.
         self._steps = Decimator(1000)
@@ -75,8 +77,7 @@ class LiveDashboard:
         self._layer_dec = Decimator(500)
         self._rows_seen = 0  # rows of the run's history already thinned into _points
         self._points: dict[str, list[float]] = {name: [] for name in STEP_CURVES}
-        self._rank_points: dict[str, list[float]] | None = None  # distributed runs: the curves by rank, thinned alike
-        self._rank_dec = Decimator(1000)
+        self._ranks: RankCurves | None = None  # distributed runs: the curves by rank
         self._ema_last: float | None = None
         self._tracked: list[str] = []
         self._layer_cols: dict[str, list[float | None]] = {"x": []}
@@ -91,14 +92,9 @@ class LiveDashboard:
             self.widget: ipywidgets.Widget = DashboardWidget(plot=self.plot, title=title)
             self._children: list[ipywidgets.Widget] = [self.widget, self.plot]
         else:
-            self._html = {name: ipywidgets.HTML() for name in protocol.SECTIONS}
-            self._bar = ipywidgets.FloatProgress(value=0.0, min=0.0, max=1.0, description="", layout={"width": "60%"})
-            self._bar_label = ipywidgets.Label()
-            row = ipywidgets.HBox([self._bar, self._bar_label])
-            self.widget = ipywidgets.VBox(
-                [self._html["header"], row, self._html["alerts"], self.plot, self._html["layers"], self._html["footer"]]
-            )
-            self._children = [self.widget, row, self._bar, self._bar_label, self.plot, *self._html.values()]
+            self._stock = StockView(self.figs)
+            self.widget = self._stock.widget
+            self._children = self._stock.children
         self._handle = _show(self.widget)
         self.frozen = False
 
@@ -143,17 +139,15 @@ class LiveDashboard:
     def _source_updates(self, r: RunResult, ranks: Mapping[int, Any] | None = None, final: bool = False) -> list[SourceUpdate]:
         """An update for every source with something new."""
         out: list[SourceUpdate] = []
-        if ranks and len(ranks) > 1 and self._rank_points is None and (len(r.columns.get("step", ())) >= 2 or final):
+        if ranks and len(ranks) > 1 and self._ranks is None and (len(r.columns.get("step", ())) >= 2 or final):
             self._add_rank_curves(r.columns, ranks)
         self._thin_new_steps(r.columns, ranks)
         curves: dict[str, Sequence[float | None]] = dict(self._points)
         batch = _take(self._steps, curves, "x")
         if batch is not None:
             out.append(SourceUpdate.of(batch, self.figs.steps))
-        if self._rank_points is not None and self.figs.ranks is not None:
-            batch = _take(self._rank_dec, dict(self._rank_points), "x")
-            if batch is not None:
-                out.append(SourceUpdate.of(batch, self.figs.ranks))
+        if self._ranks is not None and ranks:
+            out.extend(SourceUpdate.of(batch, source) for batch, source in self._ranks.batches(r.memory, ranks))
         mem = r.memory
         if mem.get("time"):
             n = len(mem["time"])
@@ -177,18 +171,13 @@ class LiveDashboard:
 
     def _add_rank_curves(self, cols: Mapping[str, Any], ranks: Mapping[int, Any]) -> None:
         """The plots by rank, added at the first refresh with two steps (by then a rank that times its
-        data and forward has sent that time), and the rows the dashboard has already thinned."""
-        what = series.rank_time_column(cols)
-        title = ("data + forward" if what == "local_time" else "step") + " time by rank (ms)"
-        source = figures.add_ranks(self.figs, series.rank_labels(ranks), title)
-        self._rank_dec = Decimator(min(1000, REPLACE_VALUES // len(source.data)))
-        done = self._rows_seen
-        first = series.rank_curves(cols, ranks, 0, done)
-        keep = thin(done, POINTS_PER_REFRESH)
-        self._rank_points = {name: as_float32(values)[keep].tolist() for name, values in first.items()}
+        data and forward has sent that time, and a rank on CUDA its CUDA memory), and the rows the
+        dashboard has already thinned."""
+        self._ranks = RankCurves(self.figs, cols, ranks, POINTS_PER_REFRESH)
+        self._ranks.append(cols, ranks, 0, self._rows_seen, thin(self._rows_seen, self._ranks.limit))
 
     def _thin_new_steps(self, cols: Mapping[str, Any], ranks: Mapping[int, Any] | None = None) -> None:
-        """Append the history rows since the last refresh to ``_points`` (and to ``_rank_points``, the
+        """Append the history rows since the last refresh to ``_points`` (and to the curves by rank, the
         same rows), at most POINTS_PER_REFRESH of them."""
         start, stop = self._rows_seen, len(cols.get("step", ()))
         if stop <= start:
@@ -206,9 +195,9 @@ class LiveDashboard:
         keep = thin(stop - start, POINTS_PER_REFRESH, extremes=loss)
         for name, values in new.items():
             self._points[name].extend(values[keep].tolist())
-        if self._rank_points is not None and ranks:
-            for name, curve in series.rank_curves(cols, ranks, start, stop).items():
-                self._rank_points[name].extend(as_float32(curve)[keep].tolist())
+        if self._ranks is not None and ranks:  # the same rows, fewer of them where there are many curves
+            limit = self._ranks.limit
+            self._ranks.append(cols, ranks, start, stop, keep if limit >= POINTS_PER_REFRESH else thin(stop - start, limit))
 
     def _collect_layer_rows(self, r: RunResult) -> None:
         rows = r.layer_rows
@@ -276,18 +265,7 @@ class LiveDashboard:
         self.messages_sent += 1
 
     def _apply_stock(self, sections: dict[str, str], progress: dict[str, Any], updates: list[SourceUpdate]) -> None:
-        for name, html in sections.items():
-            self._html[name].value = html
-        fraction = progress["fraction"]
-        self._bar.bar_style = "" if fraction is not None else "info"
-        self._bar.value = fraction if fraction is not None else 1.0
-        self._bar_label.value = progress["label"]
-        for update in updates:
-            data = {name: _nan_to_none(arr) for name, arr in update.columns.items()}
-            if update.kind == "stream":
-                update.source.stream(data, update.rollover)
-            else:
-                update.source.data = data
+        self._stock.apply(sections, progress, updates)
 
     # ------------------------------------------------------------------ end
     def freeze(self, result: RunResult, snap: Snapshot | None = None) -> None:
@@ -353,7 +331,3 @@ def _column(cols: Mapping[str, Any], name: str, start: int, stop: int) -> np.nda
     values = as_float32(column[start:stop]) if column is not None else np.empty(0, np.float32)
     missing = stop - start - len(values)
     return np.concatenate([values, np.full(missing, np.nan, np.float32)]) if missing else values
-
-
-def _nan_to_none(arr: np.ndarray) -> list[float | None]:
-    return [None if not math.isfinite(v) else float(v) for v in arr.tolist()]

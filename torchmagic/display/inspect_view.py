@@ -9,11 +9,14 @@ from torchmagic.core.inspect_result import Finding, InspectResult
 from torchmagic.display.tensor_view import tensor_html, tensor_text
 from torchmagic.display.trace_view import cell_html, cell_text, finding_html, module_html, module_text
 
+# Table cells: two classes and two types, to outrank JupyterLab's right-aligned
+# `:not(.jp-RenderedMarkdown).jp-RenderedHTMLCommon td` (text left, numbers right).
 STYLE = """<style>
 .tm-insp{font-family:var(--jp-ui-font-family,sans-serif);font-size:12px;color:var(--jp-ui-font-color1,#222)}
 .tm-insp table{border-collapse:collapse;font-size:11px;margin:4px 0}
-.tm-insp td,.tm-insp th{padding:1px 6px;text-align:left;border-bottom:1px solid #eee;white-space:nowrap}
-.tm-insp td.num{text-align:right;font-variant-numeric:tabular-nums}
+.tm-insp table td:not(.num),.tm-insp table th:not(.num),
+.tm-insp table td.num,.tm-insp table th.num{padding:1px 6px;text-align:left;border-bottom:1px solid #eee;white-space:nowrap}
+.tm-insp table td.num,.tm-insp table th.num{text-align:right;font-variant-numeric:tabular-nums}
 .tm-insp .tm-kv{display:inline-block;margin-right:14px}
 .tm-insp .tm-bad{color:#d62728;font-weight:600}
 .tm-insp .tm-note{color:#777}

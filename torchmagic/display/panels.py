@@ -7,6 +7,7 @@ from html import escape
 from typing import Any
 
 from torchmagic.core.distributed import DistributedSnapshot
+from torchmagic.core.distributed.merge import SPREAD_COLUMNS
 from torchmagic.core.formatting import duration, nbytes, number, rate
 from torchmagic.core.monitor import Snapshot
 from torchmagic.core.result import RunResult
@@ -23,10 +24,14 @@ ALERT_ICONS = {
     "error": "err",
 }
 MESSAGE_CHARS = 300  # an alert or error shown is cut here: a warning's text is the user's, of any length
+# Table cells: two classes and two types, to outrank JupyterLab's right-aligned
+# `:not(.jp-RenderedMarkdown).jp-RenderedHTMLCommon td` (text left, numbers right).
 STYLE = """<style>
 .tm-dash{font-family:var(--jp-ui-font-family,sans-serif);font-size:12px;color:var(--jp-ui-font-color1,#222)}
 .tm-dash table{border-collapse:collapse;font-size:11px;margin:4px 0}
-.tm-dash td,.tm-dash th{padding:1px 6px;text-align:left;border-bottom:1px solid #eee;white-space:nowrap}
+.tm-dash table td:not(.num),.tm-dash table th:not(.num),
+.tm-dash table td.num,.tm-dash table th.num{padding:1px 6px;text-align:left;border-bottom:1px solid #eee;white-space:nowrap}
+.tm-dash table td.num,.tm-dash table th.num{text-align:right;font-variant-numeric:tabular-nums}
 .tm-dash .tm-changed{color:#d62728;font-weight:600}
 .tm-dash .tm-alert{margin:2px 0;padding:2px 6px;border-left:3px solid #d62728;background:rgba(214,39,40,.06)}
 .tm-dash .tm-alert.tm-warning{border-color:#ff7f0e;background:rgba(255,127,14,.06)}
@@ -55,9 +60,12 @@ def header(snap: Snapshot, status: str | None = None) -> str:
         _kv("step", f"{r.steps}" + (f" / ~{r.total_steps}" if r.total_steps else "")),
         _kv("loss", number(loss)),
         _kv("lr", number(lr, 3)),
-        _kv("throughput", rate(snap.samples_per_s)),
         _kv("elapsed", duration(elapsed)),
     ]
+    # A finished run has no live rate: its last measured one, else nothing rather than "throughput ?".
+    throughput = snap.samples_per_s if snap.samples_per_s is not None else _last(cols.get("samples_per_s", []))
+    if throughput is not None and math.isfinite(throughput):
+        parts.insert(4, _kv("throughput", rate(throughput)))
     if snap.eta is not None and status == "running":
         parts.append(_kv("ETA", duration(snap.eta)))
     if r.skipped_steps:
@@ -103,8 +111,8 @@ def layers(result: RunResult, colors: dict[str, str] | None = None, limit: int =
         return ""
     colors = colors or {}
     head = (
-        "<tr><th>module</th><th>type</th><th>input</th><th>output</th><th>act mean</th><th>act std</th>"
-        "<th>zeros</th><th>grad norm</th><th>update/weight</th></tr>"
+        "<tr><th>module</th><th>type</th><th>input</th><th>output</th><th class=num>act mean</th><th class=num>act std</th>"
+        "<th class=num>zeros</th><th class=num>grad norm</th><th class=num>update/weight</th></tr>"
     )
     rows = []
     for info in result.layers[:limit]:
@@ -116,8 +124,9 @@ def layers(result: RunResult, colors: dict[str, str] | None = None, limit: int =
         rows.append(
             f"<tr><td>{swatch}<code>{escape(name)}</code></td><td>{escape(info.type)}</td>"
             f"<td{cls}{note}>{escape(info.input)}</td><td{cls}{note}>{escape(info.output)}</td>"
-            f"<td>{number(info.act_mean, 3)}</td><td>{number(info.act_std, 3)}</td>"
-            f"<td>{_percent(info.act_zeros)}</td><td>{number(info.grad_norm, 3)}</td><td>{number(info.update_ratio, 2)}</td></tr>"
+            f"<td class=num>{number(info.act_mean, 3)}</td><td class=num>{number(info.act_std, 3)}</td>"
+            f"<td class=num>{_percent(info.act_zeros)}</td><td class=num>{number(info.grad_norm, 3)}</td>"
+            f"<td class=num>{number(info.update_ratio, 2)}</td></tr>"
         )
     more = f"<tr><td colspan=9>… {len(result.layers) - limit} more modules</td></tr>" if len(result.layers) > limit else ""
     legend = (
@@ -142,7 +151,11 @@ def _error(result: RunResult) -> str:
 
 
 def _percent(x: float | None) -> str:
-    return "–" if x is None or not math.isfinite(x) else f"{x * 100:.0f}%"
+    if x is None or not math.isfinite(x):
+        return "–"
+    if 0 < x < 0.005 or 0.995 < x < 1:  # never round a non-zero share to 0%, nor a partial one to 100%
+        return "<1%" if x < 0.5 else ">99%"
+    return f"{x * 100:.0f}%"
 
 
 def snapshot_html(result: RunResult, snap: Snapshot | None = None) -> str:
@@ -164,7 +177,7 @@ def snapshot_html(result: RunResult, snap: Snapshot | None = None) -> str:
         charts.append(svg.line_chart("memory (MiB) over time (s)", mem["time"], mib))
     ranks = snap.ranks if isinstance(snap, DistributedSnapshot) and len(snap.ranks) > 1 else None
     if ranks:
-        charts.extend(rank_charts(cols, ranks))
+        charts.extend(rank_charts(cols, ranks, mem))
     aggregate = _RANK_COLUMNS if isinstance(snap, DistributedSnapshot) else set()
     logged = [k for k in cols if k not in _BUILTIN_COLUMNS and k not in aggregate and not k.startswith("lr_")]
     for name in logged[:4]:
@@ -176,20 +189,29 @@ def snapshot_html(result: RunResult, snap: Snapshot | None = None) -> str:
     )
 
 
-def rank_charts(cols: Any, ranks: Any) -> list[str]:
-    """Loss and time by rank, as the live dashboard draws them: a line per rank, or the p0-p100 band
-    and the p50 line beyond ``series.MAX_RANK_LINES`` ranks."""
+def rank_charts(cols: Any, ranks: Any, memory: Any = None) -> list[str]:
+    """Loss, time, throughput and memory by rank, as the live dashboard draws them: a line per rank,
+    or the p0-p100 band and the p50 line beyond ``series.MAX_RANK_LINES`` ranks."""
     curves = series.rank_curves(cols, ranks, 0, len(cols.get("step", ())))
-    labels = series.rank_labels(ranks)
-    time_title = ("data + forward" if series.rank_time_column(cols) == "local_time" else "step") + " time by rank (ms)"
-    charts = []
-    for key, title in (("l", "loss by rank"), ("t", time_title)):
-        if labels:
-            charts.append(svg.line_chart(title, curves["x"], {label: curves[f"{key}{i}"] for i, label in enumerate(labels)}))
-        else:
-            band = (curves[f"{key}_p0"], curves[f"{key}_p100"])
-            charts.append(svg.line_chart(title, curves["x"], {"p50": curves[f"{key}_p50"]}, band=band))
+    titles = {"l": "loss by rank", "t": series.rank_time_title(cols), "r": "throughput by rank (samples/s, smoothed)"}
+    charts = [_by_rank(title, curves, "x", key, ranks) for key, title in titles.items()]
+    if memory is not None and memory.get("time"):
+        keys = series.rank_memory_keys(ranks)
+        mib = {
+            name: values if name == "t" else [None if v is None else v / 2**20 for v in values]
+            for name, values in series.rank_memory_columns(memory, ranks, keys).items()
+        }
+        titles = {"m": "RSS by rank (MiB) over time (s)", "c": "CUDA allocated by rank (MiB) over time (s)"}
+        charts.extend(_by_rank(titles[key], mib, "t", key, ranks) for key in keys)
     return charts
+
+
+def _by_rank(title: str, curves: dict[str, Any], x: str, key: str, ranks: Any) -> str:
+    labels = series.rank_labels(ranks)
+    if labels:
+        return svg.line_chart(title, curves[x], {label: curves[f"{key}{i}"] for i, label in enumerate(labels)})
+    band = (curves[f"{key}_p0"], curves[f"{key}_p100"])
+    return svg.line_chart(title, curves[x], {"p50": curves[f"{key}_p50"]}, band=band)
 
 
 def html(result: RunResult) -> str:
@@ -203,4 +225,4 @@ def text(result: RunResult) -> str:
 
 _BUILTIN_COLUMNS = {"step", "time", "loss", "lr", "grad_norm", "samples_per_s", "step_time"}
 # the aggregate of a distributed run: percentiles across ranks and the ranks' local time, drawn by rank
-_RANK_COLUMNS = {"local_time", *(f"{c}_{q}" for c in ("loss", "step_time", "local_time") for q in series.SPREAD)}
+_RANK_COLUMNS = {"local_time", *(f"{c}_{q}" for c in SPREAD_COLUMNS for q in series.SPREAD)}

@@ -38,7 +38,7 @@ def png_img(pixels: np.ndarray, scale: int = 1, title: str = "") -> str:
     data = base64.b64encode(png_bytes(pixels)).decode("ascii")
     return (
         f'<img src="data:image/png;base64,{data}" width="{w * scale}" height="{h * scale}" '
-        f'title="{escape(title)}" alt="{escape(title)}"/>'
+        f'title="{escape(title)}" alt="{escape(title)}" style="image-rendering:pixelated"/>'
     )
 
 

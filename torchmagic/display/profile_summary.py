@@ -18,18 +18,29 @@ from torchmagic.core.profile_result import ProfileResult
 from torchmagic.display.svg import PALETTE
 
 STATIC_ROWS = 15
+TENSORBOARD_NOTE = (
+    "its Overview page loads Google Charts from the internet; offline, use the op table, timeline and memory views here"
+)
 MEMORY_POINTS = 800
 SVG_TIMELINE_EVENTS = 400
 STATUS_COLORS = {"completed": "#2ca02c", "interrupted": "#ff7f0e", "failed": "#d62728", "empty": "#777"}
-STYLE = """<style>
-.tm-prof{font-family:var(--jp-ui-font-family,sans-serif);font-size:12px;color:var(--jp-ui-font-color1,#222)}
-.tm-prof table{border-collapse:collapse;font-size:11px;margin:4px 0}
-.tm-prof td,.tm-prof th{padding:1px 6px;text-align:left;border-bottom:1px solid #eee;white-space:nowrap}
-.tm-prof td.num,.tm-prof th.num{text-align:right;font-variant-numeric:tabular-nums}
-.tm-prof .tm-kv{display:inline-block;margin-right:14px}
-.tm-prof .tm-badge{display:inline-block;padding:0 6px;border-radius:8px;color:#fff;font-weight:600}
-.tm-prof .tm-note{color:#777}
-.tm-prof svg{margin:2px 6px 2px 0}
+LIVE_CLASS = "tm-prof-live"  # on the live explorer's widget
+TWIN_CLASS = "tm-prof-twin"  # the static table and charts, hidden in a cell whose live explorer rendered
+# Table cells: two classes and two types, to outrank JupyterLab's right-aligned
+# `:not(.jp-RenderedMarkdown).jp-RenderedHTMLCommon td` (text left, numbers right).
+STYLE = f"""<style>
+.jp-Cell-outputArea:has(.{LIVE_CLASS}) .{TWIN_CLASS}{{display:none}}
+.tm-prof{{font-family:var(--jp-ui-font-family,sans-serif);font-size:12px;color:var(--jp-ui-font-color1,#222)}}
+.tm-prof table{{border-collapse:collapse;font-size:11px;margin:4px 0}}
+.tm-prof table td:not(.num),.tm-prof table th:not(.num),
+.tm-prof table td.num,.tm-prof table th.num{{padding:1px 6px;text-align:left;border-bottom:1px solid #eee;white-space:nowrap}}
+.tm-prof table td.num,.tm-prof table th.num{{text-align:right;font-variant-numeric:tabular-nums}}
+.tm-prof .tm-kv{{display:inline-block;margin-right:14px}}
+.tm-prof .tm-badge{{display:inline-block;padding:0 6px;border-radius:8px;color:#fff;font-weight:600}}
+.tm-prof .tm-note{{color:#777}}
+.tm-prof svg{{margin:2px 6px 2px 0}}
+.tm-prof svg.tm-wide{{max-width:100%;height:auto}}
+.tm-prof .tm-scroll{{overflow-x:auto}}
 </style>"""
 
 
@@ -106,7 +117,7 @@ def header_html(r: ProfileResult) -> str:
         files.append(f"TensorBoard run: <code>{escape(r.run_dir)}</code>")
     if r.tensorboard_url:
         url = escape(r.tensorboard_url, quote=True)
-        files.append(f'TensorBoard: <a href="{url}" target="_blank">{escape(r.tensorboard_url)}</a>')
+        files.append(f'TensorBoard: <a href="{url}" target="_blank">{escape(r.tensorboard_url)}</a> ({escape(TENSORBOARD_NOTE)})')
     if files:
         lines.append('<div class="tm-note">' + " · ".join(files) + "</div>")
     return "".join(f"<div>{line}</div>" for line in lines)
@@ -125,7 +136,7 @@ def table_html(result: ProfileResult, by: str = "op", top: int = STATIC_ROWS) ->
         cells = "".join(f'<td class="{_align(c)}">{escape(_cell(row.get(c.key), c.kind))}</td>' for c in cols)
         body.append(f"<tr>{cells}</tr>")
     more = f'<div class="tm-note">top {min(top, len(rows))} of {len(rows)} rows by self CPU time</div>'
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>{more}"
+    return f'<div class="tm-scroll"><table><tr>{head}</tr>{"".join(body)}</table></div>{more}'
 
 
 def _align(col: Column) -> str:
@@ -160,26 +171,47 @@ def timeline_svg(result: ProfileResult, width: int = 760, row_h: int = 9) -> str
     span = max(tl.span_us, 1e-9)
     height = int(pad_t + (y.max() + 1.5) * row_h + 14)
     pw = width - pad_l - 6
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" class="tm-chart">']
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        'class="tm-chart tm-wide">'
+    ]
     out.append(
         f'<text x="4" y="12" font-size="11" font-family="sans-serif" fill="#333">'
         f"{escape(title)}; the {SVG_TIMELINE_EVENTS} longest drawn here</text>"
     )
     for base, lane in labels:
         out.append(f'<text x="4" y="{pad_t + base * row_h + row_h - 1:.1f}" font-size="9" fill="#555">{escape(lane[:18])}</text>')
+    labels_svg: list[str] = []
     for i in order.tolist():
         x = pad_l + tl.start_us[i] / span * pw
         w = max(tl.dur_us[i] / span * pw, 0.6)
         name = tl.names[i]
+        top = pad_t + y[i] * row_h
         out.append(
-            f'<rect x="{x:.1f}" y="{pad_t + y[i] * row_h:.1f}" width="{w:.1f}" height="{row_h - 1}" fill="{op_color(name)}">'
+            f'<rect x="{x:.1f}" y="{top:.1f}" width="{w:.1f}" height="{row_h - 1}" fill="{op_color(name)}">'
             f"<title>{escape(name)} {escape(micros(float(tl.dur_us[i])))}</title></rect>"
         )
+        label = _bar_label(name, w)
+        if label:
+            labels_svg.append(
+                f'<text x="{x + 2:.1f}" y="{top + row_h - 2:.1f}" font-size="{row_h - 2}" fill="#fff" '
+                f'font-family="sans-serif" pointer-events="none">{escape(label)}</text>'
+            )
+    out.extend(labels_svg)  # over every bar, so a later bar never covers a label
     out.append(f'<text x="{pad_l}" y="{height - 3}" font-size="9" fill="#555">0</text>')
     out.append(
         f'<text x="{width - 6}" y="{height - 3}" font-size="9" fill="#555" text-anchor="end">{escape(micros(span))}</text>'
     )
     return "".join(out) + "</svg>"
+
+
+def _bar_label(name: str, width_px: float, char_px: float = 4.6) -> str:
+    """The op's name cut to fit a bar ``width_px`` wide, or "" when not even a few letters fit."""
+    name = name.removeprefix("aten::")
+    fits = int((width_px - 4) / char_px)
+    if fits < 4:
+        return ""
+    return name if len(name) <= fits else name[: fits - 1] + "…"
 
 
 def memory_points(t: np.ndarray, values: np.ndarray, limit: int = MEMORY_POINTS) -> tuple[np.ndarray, np.ndarray]:
@@ -214,12 +246,13 @@ def memory_svg(result: ProfileResult, width: int = 360, height: int = 150) -> st
 
 def html(result: ProfileResult) -> str:
     """The static summary: header, top ops, timeline sketch, memory curve."""
-    parts = [header_html(result), table_html(result, "op")]
+    parts = [table_html(result, "op")]
     if result.timeline.shown:
         parts.append(timeline_svg(result))
     if result.memory:
         parts.append(memory_svg(result))
-    return f'{STYLE}<div class="tm-prof">{"".join(parts)}</div>'
+    twin = f'<div class="{TWIN_CLASS}">{"".join(parts)}</div>'
+    return f'{STYLE}<div class="tm-prof">{header_html(result)}{twin}</div>'
 
 
 def text(result: ProfileResult, top: int = STATIC_ROWS) -> str:
@@ -254,5 +287,5 @@ def text(result: ProfileResult, top: int = STATIC_ROWS) -> str:
     if r.run_dir:
         lines.append(f"TensorBoard run: {r.run_dir}")
     if r.tensorboard_url:
-        lines.append(f"TensorBoard: {r.tensorboard_url}")
+        lines.append(f"TensorBoard: {r.tensorboard_url} ({TENSORBOARD_NOTE})")
     return "\n".join(lines)

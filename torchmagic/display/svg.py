@@ -41,9 +41,14 @@ def line_chart(
     height: int = 150,
     log_y: bool = False,
     band: tuple[Sequence[float | None], Sequence[float | None]] | None = None,
+    colors: Sequence[str] | None = None,
+    legend: bool | None = None,
 ) -> str:
     """An SVG line chart of one or more series sharing x; empty series are left out. ``band`` (low
-    and high values at each x, linear y only) is shaded behind the first series' colour."""
+    and high values at each x, linear y only) is shaded behind the first series' colour. ``colors``:
+    one per series (default: the palette); ``legend``: name the series (default: when several)."""
+    palette = list(colors) if colors else list(PALETTE)
+    color_of = {name: palette[i % len(palette)] for i, name in enumerate(series)}
     pad_l, pad_b, pad_t = 46, 18, 18
     lines = {}
     for name, ys in series.items():
@@ -87,15 +92,15 @@ def line_chart(
     if lo and hi:
         outline = " ".join(f"{sx(p.x):.1f},{sy(p.y):.1f}" for p in [*lo, *reversed(hi)])
         body.append(
-            f'<polygon fill="{PALETTE[0]}" fill-opacity="0.25" stroke="none" points="{outline}"><title>p0–p100</title></polygon>'
+            f'<polygon fill="{palette[0]}" fill-opacity="0.25" stroke="none" points="{outline}"><title>p0–p100</title></polygon>'
         )
     for i, (name, pts) in enumerate(lines.items()):
-        color = PALETTE[i % len(PALETTE)]
+        color = color_of[name]
         path = " ".join(f"{sx(p.x):.1f},{sy(p.y):.1f}" for p in pts)
         body.append(
             f'<polyline fill="none" stroke="{color}" stroke-width="1.2" points="{path}"><title>{escape(name)}</title></polyline>'
         )
-        if len(lines) > 1:
+        if legend if legend is not None else len(lines) > 1:
             body.append(
                 f'<text x="{width - 8}" y="{pad_t + 10 + 10 * i}" font-size="9" text-anchor="end" '
                 f'fill="{color}">{escape(name)}</text>'

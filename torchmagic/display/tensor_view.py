@@ -64,11 +64,27 @@ def stat_items(stats: dict[str, Any]) -> list[tuple[str, str, bool]]:
             text = number(value)
         elif isinstance(value, int) and key in ("zeros", "nan", "posinf", "neginf", "true", "false", "finite", "nnz"):
             n = stats.get("numel") or 0
-            text = f"{value:,}" + (f" ({value / n:.1%})" if n and value and key != "nnz" else "")
+            text = f"{value:,}" + (f" ({share(value, n)})" if n and value and key != "nnz" else "")
         else:
             text = "–" if value is None else str(value)
         out.append((label, text, bad))
     return out
+
+
+def share(count: int, total: int) -> str:
+    """``count`` of ``total`` as a percentage that never reads 0.0% for a non-zero count, nor 100.0% short of all."""
+    pct = 100 * count / total
+    if 0 < pct < 0.1:
+        return "<0.1%"
+    if 99.9 < pct < 100:
+        return ">99.9%"
+    return f"{pct:.1f}%"
+
+
+def thumbnail_scale(h: int, w: int, fit: int = 128, least: int = 64, most: int = 16) -> int:
+    """The whole-pixel zoom that shows an ``h`` x ``w`` picture at least ``least`` px on its long side."""
+    side = max(h, w, 1)
+    return max(1, min(most, max(math.ceil(least / side), fit // side)))
 
 
 def histogram_svg(counts: np.ndarray, edges: np.ndarray, *, width: int = 300, height: int = 110) -> str:
@@ -101,20 +117,22 @@ def view_html(view: View) -> str:
     title = f"<div><b>{escape(view.title)}</b></div>"
     if view.kind == "image":
         img = np.asarray(view.data)
-        scale = max(1, min(4, 128 // max(img.shape[:2])))
+        scale = thumbnail_scale(*img.shape[:2])
         return f"<div>{title}{png_img(img, scale, view.title)}{note}</div>"
     if view.kind == "heatmap":
         data = np.asarray(view.data)
-        scale = max(1, min(8, 160 // max(data.shape)))
+        scale = thumbnail_scale(*data.shape, fit=160)
         finite = data[np.isfinite(data)]
         scale_note = f"{number(float(finite.min()))} … {number(float(finite.max()))}" if finite.size else ""
+        if finite.size < data.size:
+            scale_note += f"{'; ' if scale_note else ''}grey: NaN or ±Inf"
         return (
             f"<div>{title}{png_img(colormap(data), scale, view.title)}<div class='tm-note'>{escape(scale_note)}</div>{note}</div>"
         )
     if view.kind == "channels":
-        head = "<tr><th>channel</th><th>min</th><th>max</th><th>mean</th><th>std</th></tr>"
+        head = "<tr>" + "".join(f"<th class='num'>{k}</th>" for k in ("channel", "min", "max", "mean", "std")) + "</tr>"
         rows = "".join(
-            f"<tr><td>{r['channel']}</td>"
+            f"<tr><td class='num'>{r['channel']}</td>"
             + "".join(f"<td class='num'>{number(r[k])}</td>" for k in ("min", "max", "mean", "std"))
             + "</tr>"
             for r in view.data[:16]
