@@ -184,6 +184,41 @@ def test_subscription_starts_and_stops_the_publisher_thread(kernel):
     assert kernel.statuses == []  # unsubscribed: not even the after-cell event
 
 
+def test_a_page_loaded_during_a_run_finds_the_comm_and_the_run(kernel):
+    """What a reloaded page relies on: the comm listed on the control channel while the cell
+    runs, and the run reported although no page is subscribed."""
+    kernel.send({"kind": protocol.UNSUBSCRIBE})
+    kernel.execute("import torch, time\nmodel = torch.nn.Linear(4, 1)\nopt = torch.optim.SGD(model.parameters(), lr=0.01)")
+    kernel.statuses.clear()
+    kernel.kc.execute(
+        "%%train --display none\n"
+        "x, y = torch.randn(32, 4), torch.randn(32, 1)\n"
+        "for i in range(100_000):\n"
+        "    opt.zero_grad()\n"
+        "    torch.nn.functional.mse_loss(model(x), y).backward()\n"
+        "    opt.step()\n"
+        "    time.sleep(0.01)\n"
+    )
+
+    def run_status() -> str | None:
+        runs = [s["run"] for s in kernel.statuses if s["run"] is not None]
+        return runs[-1]["status"] if runs else None
+
+    kernel.drain_until(lambda: run_status() == "running")
+    assert run_status() == "running"
+    request = kernel.kc.session.msg("comm_info_request", {"target_name": protocol.COMM_TARGET})
+    kernel.kc.control_channel.send(request)
+    reply = kernel.kc.control_channel.get_msg(timeout=30)
+    assert reply["parent_header"]["msg_id"] == request["header"]["msg_id"]
+    assert reply["content"]["comms"] == {kernel.comm_id: {"target_name": protocol.COMM_TARGET}}
+    # The cell was still running when the kernel answered: only the interrupt ends it.
+    kernel.km.interrupt_kernel()
+    kernel.drain_until(lambda: run_status() == "interrupted")
+    assert run_status() == "interrupted"
+    assert kernel.statuses[-1]["version"] == kernel.hello["version"]
+    kernel.execute("pass")
+
+
 def test_invalid_messages_are_ignored_with_a_log_line(kernel):
     kernel.send({"kind": protocol.SUBSCRIBE, "interval": 0.25})
     for bad in (

@@ -7,12 +7,17 @@
  * Kernels that never load torchmagic (or cannot: no torch) never open the comm, so they are
  * never listed. A kernel leaves the list when its comm closes (`%unload_ext`), when it dies or
  * restarts, and when its last connection is disposed.
+ *
+ * A kernel that loaded torchmagic before this page did (a reload during a run) is found by
+ * asking it for its comms of the target on every new connection (see discovery.ts); the page
+ * takes such a comm over, and learns the kernel's version from its first status message.
  */
 
 import { ISessionContext } from '@jupyterlab/apputils';
 import { Kernel, KernelMessage } from '@jupyterlab/services';
 import { ISignal, Signal } from '@lumino/signaling';
 
+import { sendOnMainShell, torchmagicComms } from './discovery';
 import {
   COMM_TARGET,
   HELLO,
@@ -32,7 +37,7 @@ import {
 export type Subscription = number | null | 'off';
 
 /** What a comm sends: the protocol's interfaces are JSON, but have no index signature. */
-type CommData = Parameters<Kernel.IComm['send']>[0];
+type CommData = Parameters<typeof sendOnMainShell>[2];
 
 interface IConnection {
   kernel: Kernel.IKernelConnection;
@@ -42,12 +47,15 @@ interface IConnection {
 /** One kernel that loaded torchmagic. */
 export interface IKernelEntry {
   readonly id: string;
-  /** The torchmagic version in the kernel. */
+  /** The torchmagic version in the kernel; '' until known (a comm found, not said hello on). */
   version: string;
   /** The latest status message, once one came. */
   status: StatusMessage | null;
-  /** What the kernel was last asked to send. It says hello in the events-only state. */
-  subscription: Subscription;
+  /**
+   * What the kernel was last asked to send. It says hello in the events-only state; undefined
+   * when another page asked last (a comm this page found).
+   */
+  subscription: Subscription | undefined;
   /** Notebook or console paths that use this kernel. */
   readonly paths: Set<string>;
   /** Open connections with their comm; the first one is used to send. */
@@ -125,6 +133,20 @@ export class CommRegistry {
       }
     });
     kernel.disposed.connect(() => this._dropKernel(kernel));
+    void this._discover(kernel);
+  }
+
+  /** Takes over the kernel's torchmagic comms that no page of this connection knows. */
+  private async _discover(kernel: Kernel.IKernelConnection): Promise<void> {
+    const ids = await torchmagicComms(kernel);
+    for (const id of ids) {
+      if (kernel.isDisposed || GONE.has(kernel.status) || kernel.hasComm(id)) {
+        continue;
+      }
+      const comm = kernel.createComm(COMM_TARGET, id);
+      this._listen(kernel, comm);
+      this._addConnection(kernel, comm, '');
+    }
   }
 
   /** The entry for the kernel of a notebook or console, if that kernel loaded torchmagic. */
@@ -168,7 +190,7 @@ export class CommRegistry {
         continue;
       }
       try {
-        comm.send(message as unknown as CommData);
+        sendOnMainShell(kernel, comm.commId, message as unknown as CommData);
         return true;
       } catch (reason) {
         console.debug('torchmagic: could not send to the kernel', reason);
@@ -182,9 +204,13 @@ export class CommRegistry {
     comm: Kernel.IComm,
     openMsg: KernelMessage.ICommOpenMsg
   ): void {
+    this._listen(kernel, comm);
+    this._onData(kernel, comm, openMsg.content.data);
+  }
+
+  private _listen(kernel: Kernel.IKernelConnection, comm: Kernel.IComm): void {
     comm.onMsg = msg => this._onData(kernel, comm, msg.content.data);
     comm.onClose = () => this._dropConnection(kernel, comm);
-    this._onData(kernel, comm, openMsg.content.data);
   }
 
   private _onData(kernel: Kernel.IKernelConnection, comm: Kernel.IComm, data: unknown): void {
@@ -192,8 +218,8 @@ export class CommRegistry {
     if (kind === HELLO && isHelloMessage(data)) {
       this._addConnection(kernel, comm, data.version);
       const reply: HelloMessage = { kind: HELLO, version: this._version };
-      if (!comm.isDisposed) {
-        comm.send(reply as unknown as CommData);
+      if (!comm.isDisposed && !kernel.isDisposed) {
+        sendOnMainShell(kernel, comm.commId, reply as unknown as CommData);
       }
       this._helloReceived.emit({ kernel, kernelVersion: data.version });
       return;
@@ -203,6 +229,7 @@ export class CommRegistry {
       const entry = this._entries.get(kernel.id);
       if (problem === null && entry) {
         entry.status = data as StatusMessage;
+        entry.version = entry.status.version;
         this._statusChanged.emit(kernel.id);
       } else {
         console.debug(`torchmagic: ignoring a status message: ${problem ?? 'unknown kernel'}`);
@@ -224,13 +251,18 @@ export class CommRegistry {
         id: kernel.id,
         version,
         status: null,
-        subscription: null,
+        subscription: version ? null : undefined,
         paths: new Set(),
         connections: []
       };
       this._entries.set(kernel.id, entry);
     }
-    entry.version = version;
+    // A hello: the kernel started a publisher afresh, in the events-only state.
+    const reset = version !== '' && entry.subscription !== null;
+    if (version) {
+      entry.version = version;
+      entry.subscription = null;
+    }
     if (!entry.connections.some(c => c.comm === comm)) {
       entry.connections.push({ kernel, comm });
     }
@@ -238,7 +270,7 @@ export class CommRegistry {
     if (path) {
       entry.paths.add(path);
     }
-    if (added) {
+    if (added || reset) {
       this._kernelsChanged.emit();
     }
   }

@@ -17,6 +17,7 @@ import {
   STOP_TRAINING_COMMAND,
   WIDGETS_PLUGIN_ID
 } from './constants';
+import { ignoreControlStatus } from './discovery';
 import { TorchMagicPanel, torchmagicIcon } from './panel';
 import { MODULE_NAME } from './protocol';
 import { DEFAULTS, watchSettings } from './settings';
@@ -184,6 +185,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
   ): Promise<void> => {
     // Start loading BokehJS first: widget views of plots need it on the page.
     const bokeh = ensureBokeh();
+    // Before any kernel connects: control requests must not show a running kernel idle.
+    ignoreControlStatus();
     const trackers: Trackers = [notebooks, consoles];
     const comms = new CommRegistry(VERSION);
     const panel = addPanel(app, comms, restorer);

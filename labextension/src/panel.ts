@@ -128,7 +128,7 @@ export class TorchMagicPanel extends Widget {
     const head = el('div', 'torchmagic-kernel-head');
     head.append(
       el('span', 'torchmagic-kernel-label', this._registry.label(entry)),
-      el('span', 'torchmagic-kernel-version', `torchmagic ${entry.version}`)
+      el('span', 'torchmagic-kernel-version', `torchmagic ${entry.version}`.trim())
     );
     li.appendChild(head);
     const status = entry.status;

@@ -130,6 +130,8 @@ export interface MemoryRow {
 
 export interface StatusMessage {
   kind: typeof STATUS;
+  /** torchmagic in the kernel (a page loaded later learns it here, not from a hello) */
+  version: string;
   /** increases by one with every status message of this kernel */
   seq: number;
   pid: number;
@@ -248,6 +250,7 @@ export const SHAPES: { readonly [N in ShapeName]: ShapeSpec<Shapes[N]> } = {
   },
   StatusMessage: {
     kind: { literal: STATUS },
+    version: 'string',
     seq: 'int',
     pid: 'int',
     interval: { nullable: 'number' },

@@ -45,6 +45,7 @@ export function row(overrides: Partial<MemoryRow> = {}): MemoryRow {
 export function status(overrides: Partial<StatusMessage> = {}): StatusMessage {
   return {
     kind: 'torchmagic.status',
+    version: '0.1.0',
     seq: 1,
     pid: 4242,
     interval: null,

@@ -7,7 +7,10 @@ A kernel handles front-end messages only between cells, so the kernel pushes eve
   each cell, and about once a second from the ``%%train`` refresh callback while a run goes;
 * a period (the side panel is shown): the same, plus a publisher thread sending every
   ``interval`` seconds. The thread exists only while such a subscription holds; it is stopped
-  and joined on unsubscribe, when the comm closes and on ``%unload_ext``.
+  and joined on unsubscribe, when the comm closes and on ``%unload_ext``;
+* unsubscribed: nothing, except every ``UNWATCHED_RUN_INTERVAL`` seconds and at the end of a
+  ``%%train`` run. A page loaded while the run goes (a reload) cannot ask for more until the cell
+  ends, since requests wait behind the running cell; this way it still sees the run and its Stop.
 
 Nothing here initialises CUDA: CUDA numbers are read only once the kernel's own code initialised
 it, and NVML (``pynvml``) only when importable, only while subscribed.
@@ -22,9 +25,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from torchmagic._version import __version__
 from torchmagic.display import protocol
 
 RUN_PUBLISH_INTERVAL = 1.0  # seconds between status messages sent from a %%train refresh
+UNWATCHED_RUN_INTERVAL = 5.0  # the same, while unsubscribed
 
 Send = Callable[[dict[str, Any]], None]
 
@@ -99,7 +104,8 @@ class StatusPublisher:
             "eta": float(snapshot.eta) if snapshot.eta is not None and math.isfinite(snapshot.eta) else None,
             "elapsed": float(result.elapsed) if result.elapsed else _elapsed(result),
         }
-        if self.subscribed and (snapshot.final or time.monotonic() - self._last_sent >= RUN_PUBLISH_INTERVAL):
+        period = RUN_PUBLISH_INTERVAL if self.subscribed else UNWATCHED_RUN_INTERVAL
+        if snapshot.final or time.monotonic() - self._last_sent >= period:
             self.publish()
 
     # ------------------------------------------------------------------ messages
@@ -123,6 +129,7 @@ class StatusPublisher:
         rows = memtrack.history()
         return {
             "kind": protocol.STATUS,
+            "version": __version__,
             "seq": seq,
             "pid": os.getpid(),
             "interval": self.interval,

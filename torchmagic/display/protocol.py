@@ -21,6 +21,10 @@ Two channels carry them:
 The kernel handles front-end messages only between cells, so everything the front end must see
 while a cell runs is pushed by the kernel: from the ``%%train`` refresh callback, or from a
 publisher thread that exists only while a subscription asks for a period.
+
+A page loaded later (a reload during a run) finds the comm with a ``comm_info_request`` for
+:data:`COMM_TARGET` on the control channel, which the kernel answers even while a cell runs, and
+takes the comm over; its first :data:`STATUS` message tells it the kernel's version.
 """
 
 from __future__ import annotations
@@ -132,6 +136,7 @@ class MemoryRow(TypedDict):
 
 class StatusMessage(TypedDict):
     kind: Literal["torchmagic.status"]
+    version: str  # torchmagic in the kernel (a page loaded later learns it here, not from a hello)
     seq: int  # increases by one with every status message of this kernel
     pid: int
     interval: float | None  # the subscription in force (see SubscribeMessage)
