@@ -179,8 +179,9 @@ def test_a_nonfinite_loss_on_an_unwatched_step_names_its_step_then_its_module():
                 opt.step()
     alert = next(a for a in mon.result.alerts if a.kind == "nonfinite")
     assert alert.step == 4  # the step it happened in, not watched
-    assert "not watched" in alert.message and alert.module == "head"  # h * 1e39 first shows in head's output
-    assert "at step 4, watched, it first appeared in head" in alert.message
+    assert alert.module == "(model)"  # h * 1e39 is made in _Overflow.forward itself, not in head that takes it
+    assert "first seen at step 4, an unwatched step; located in a later forward of that step, watched" in alert.message
+    assert "first made in _Overflow.forward itself, not in a submodule" in alert.message
     assert global_hook_state()["forward_pre"] == {}
 
 
@@ -216,7 +217,8 @@ def test_accelerator_path_reads_the_loss_at_the_refresh_and_names_the_module_fro
     recorder.absorb([step(5, float("nan")), step(6, float("nan"), norms)])
     alert = alerts.alerts[0]
     assert (alert.step, alert.module, alert.count) == (4, "b", 3)
-    assert "at step 6, watched, it first appeared in b" in alert.message
+    assert "first seen at step 4, an unwatched step; located on step 6, the next step whose modules were watched" in alert.message
+    assert alert.message.endswith("non-finite activation first seen in b")
     assert not recorder.nonfinite.locating and len(alerts.alerts) == 1
     first, second = result.columns["loss"][:2]
     assert first == 1.0 and second is not None and math.isnan(second)  # a NaN loss is a value, not a gap

@@ -45,6 +45,18 @@ def grad_norms(grads: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
+def max_abs(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Largest magnitude of each tensor, one fused call per device and dtype: finite exactly when
+    the tensor is (NaN propagates; an L2 norm would overflow for finite float32 values near 1e20)."""
+    full = [t for t in tensors if t.numel()]  # an empty tensor has no largest value: it counts as finite
+    try:
+        norms = iter(torch._foreach_norm(full, math.inf) if full else [])
+    except (RuntimeError, TypeError):
+        norms = iter([torch.linalg.vector_norm(_float(t), math.inf) for t in full])
+    return [next(norms) if t.numel() else torch.zeros((), device=t.device) for t in tensors]
+
+
+@torch.no_grad()
 def log_magnitude_histogram(t: torch.Tensor) -> torch.Tensor:
     """Counts of log10|x| over a bounded strided sample, in HIST_BINS fixed bins."""
     lo, hi = HIST_LOG10_RANGE

@@ -1,9 +1,9 @@
-"""Forward-hook bookkeeping: which forward is a root, the shape table, and the leaf outputs kept
-until ``backward()`` for locating a non-finite value.
+"""Forward-hook bookkeeping: which forward is a root, the shape table, and the tensors kept until
+``backward()`` for locating a non-finite value (see :mod:`~torchmagic.core.finitecheck`).
 
 :class:`ForwardHooks` sees module forwards in two ways. While it *watches* (the steps the
 monitor chooses), PyTorch's global forward hooks run on every module call: roots are found, every
-module's shapes traced, leaf outputs kept. Otherwise only each root that has parameters (the
+module's shapes traced, every call's inputs and outputs kept. Otherwise only each root that has parameters (the
 models found on a watched step) has a forward pre-hook of its own, so every other module call
 takes ``Module._call_impl``'s fast path; that one hook per root call still counts the batch,
 notices a new input signature (and starts watching right there), and is where a requested stop
@@ -15,35 +15,21 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch.nn.modules import module as nn_module
 from torch.utils.hooks import RemovableHandle
 
-from torchmagic.core import devicestats, shapes
+from torchmagic.core import shapes
 from torchmagic.core.attachments import Attachments
+from torchmagic.core.finitecheck import ROOTS_KEPT as ROOTS_KEPT  # re-exported: the bound tests check
+from torchmagic.core.finitecheck import KeptOutputs, parameter_norms
 from torchmagic.core.interrupt import StopRequest
 from torchmagic.core.naming import ModuleNames
-from torchmagic.core.nonfinite import INPUT_PREFIX, PARAM_PREFIX
 from torchmagic.core.result import LayerInfo
 from torchmagic.core.stepstate import NamedTensors
-
-OUTPUTS_KEPT = 4096  # leaf outputs kept per root forward, for locating a non-finite value
-ROOTS_KEPT = 4  # root forwards (model, loss, ...) whose outputs are kept until backward()
-
-
-@dataclass(slots=True)
-class RootForward:
-    """A root forward's input and the floating-point outputs of its leaf modules, in forward order."""
-
-    module: torch.nn.Module
-    args: tuple[Any, ...]
-    leaves: list[torch.nn.Module] = field(default_factory=list)
-    outputs: list[torch.Tensor] = field(default_factory=list)  # outputs[i] came from leaves[i]
 
 
 class ShapeTable:
@@ -86,90 +72,6 @@ class ShapeTable:
             info.input, info.output = shapes.format_signature(sig[0]), shapes.format_signature(sig[1])
 
 
-class KeptOutputs:
-    """Leaf outputs of the current micro-batch (references only; autograd keeps most alive anyway).
-
-    On CPU they are checked only when the loss is non-finite. On other devices that check would
-    synchronise, so one fused norm over them yields a "finite" vector that waits on the device and
-    is read at the refresh, next to the loss it explains. Bounded to the last few root forwards,
-    so a loop that runs forwards without backward() under autograd (validation without no_grad)
-    does not keep activations alive.
-    """
-
-    def __init__(self, names: ModuleNames) -> None:
-        self.names = names
-        self.roots: deque[RootForward] = deque(maxlen=ROOTS_KEPT)  # while watching
-        self.first_input: tuple[torch.nn.Module, tuple[Any, ...]] | None = None  # the micro-batch's, always
-
-    def open_root(self, module: torch.nn.Module, args: tuple[Any, ...], *, watched: bool) -> None:
-        if self.first_input is None:
-            self.first_input = (module, args)
-        if watched:
-            self.roots.append(RootForward(module, args))
-
-    def keep(self, module: torch.nn.Module, output: torch.Tensor) -> None:
-        if self.roots:
-            root = self.roots[-1]
-            if len(root.outputs) < OUTPUTS_KEPT:
-                root.leaves.append(module)
-                root.outputs.append(output)
-
-    def clear(self) -> None:
-        self.roots.clear()
-        self.first_input = None
-
-    def leaf_outputs(self) -> NamedTensors:
-        """Every leaf's output, named; a module called many times (an RNN cell): its first call."""
-        seen: set[int] = set()
-        names: list[str] = []
-        tensors: list[torch.Tensor] = []
-        for root in self.roots:
-            for module, output in zip(root.leaves, root.outputs):
-                if id(module) not in seen:
-                    seen.add(id(module))
-                    names.append(self.names.label(module))
-                    tensors.append(output)
-        return NamedTensors(names, tensors)
-
-    def finite_norms(self) -> NamedTensors:
-        """One fused norm over the kept tensors: non-finite exactly where a tensor holds NaN/Inf."""
-        return norms_of(self._tensors())
-
-    @property
-    def has_leaves(self) -> bool:
-        return any(root.outputs for root in self.roots)
-
-    def _tensors(self) -> NamedTensors:
-        """The micro-batch's input and leaf outputs in forward order, named for an alert."""
-        names: list[str] = []
-        tensors: list[torch.Tensor] = []
-        if self.first_input is not None:
-            module, args = self.first_input
-            for t in shapes.tensors_in(args):
-                if t.is_floating_point() or t.is_complex():
-                    names.append(f"{INPUT_PREFIX}{self.names.label(module)}>")
-                    tensors.append(t)
-        for root in self.roots:
-            names += [self.names.label(module) for module in root.leaves]
-            tensors += root.outputs
-        return NamedTensors(names, tensors)
-
-
-def parameter_norms(roots: list[torch.nn.Module], names_of: Callable[[list[torch.Tensor]], list[str]]) -> NamedTensors:
-    """One norm per parameter of the roots, named ``<parameter NAME>``."""
-    params: list[torch.Tensor] = list({id(p): p for root in roots for p in root.parameters()}.values())
-    names = [f"{PARAM_PREFIX}{n}>" for n in names_of(params)]
-    return norms_of(NamedTensors(names, [p.detach() for p in params]))
-
-
-def norms_of(named: NamedTensors) -> NamedTensors:
-    """One fused norm per tensor, named as given."""
-    if not named.tensors:
-        return NamedTensors(named.names, [])
-    with torch.no_grad():
-        return NamedTensors(named.names, devicestats.grad_norms(named.tensors))
-
-
 class ForwardHooks:
     """The forward hooks of a run.
 
@@ -203,6 +105,7 @@ class ForwardHooks:
         self._root_hooks: dict[int, RemovableHandle] = {}
         self._unhooked_roots: set[int] = set()  # roots without parameters (a loss module): no hook of their own
         self._depth = 0
+        self._open: list[torch.nn.Module] = []  # the calls under way while watching, innermost last
         self._tracing = False
         self._grad_forward = False
 
@@ -232,6 +135,7 @@ class ForwardHooks:
         self._global = []
         self.watching = False
         self._depth = 0
+        self._open.clear()
         self._tracing = False
 
     def hook_root(self, module: torch.nn.Module) -> None:
@@ -246,8 +150,8 @@ class ForwardHooks:
 
     def finite_check(self, param_names: Callable[[list[torch.Tensor]], list[str]], *, after_alert: bool) -> NamedTensors:
         """Norms of what a non-finite loss may come from, in the order to blame them: the input and
-        (when watched) the leaf outputs in forward order; the parameters first on the step watched
-        for an earlier alert (an update may have spread the value), last on an unwatched one."""
+        (when watched) every call's inputs and outputs as they happened; the parameters first on the
+        step watched for an earlier alert (an update may have spread the value), last on an unwatched one."""
         kept = self.kept.finite_norms()
         if self.watching and not after_alert:
             return kept
@@ -319,17 +223,18 @@ class ForwardHooks:
             return
         if self._depth == 0 and id(module) not in self._root_hooks:  # hooked roots are begun by their own hook
             self._on_root(module, args, {})
+        elif self._depth > 0 and self._grad_forward:  # a call inside a root: its inputs, blamed on its caller
+            self.kept.keep_input(self._open[-1] if self._open else None, args)
         self._depth += 1
+        self._open.append(module)
 
     def _after_forward(self, module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
         if threading.get_ident() != self._thread:
             return
         self._depth = max(0, self._depth - 1)
+        if self._open:
+            self._open.pop()
         if self._tracing:
             self.shapes.trace(module, args, output, self._next_step)
-        if not self._grad_forward or not self.names.is_leaf(module):
-            return
-        out = output if isinstance(output, torch.Tensor) else shapes.first_tensor(output)
-        if out is None or not (out.is_floating_point() or out.is_complex()):
-            return
-        self.kept.keep(module, out)
+        if self._grad_forward:
+            self.kept.keep_output(module, output, leaf=self.names.is_leaf(module))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+MODEL_LABEL = "(model)"  # how the first model itself is shown, its qualified name being ""
+
 
 class ModuleNames:
     """Names modules of the models the run knows, and of roots it discovers while running.
