@@ -33,10 +33,11 @@ from torchmagic.core.frameworks import FrameworkLink
 from torchmagic.core.interrupt import StopRequest
 from torchmagic.core.logged import checked_values
 from torchmagic.core.naming import ModuleNames, ParameterNames
+from torchmagic.core.optimizer_book import OptimizerBook
 from torchmagic.core.optimizer_steps import OptimizerStepHandling
 from torchmagic.core.recording import LateMetric, PendingStep, StepRecorder, recent_rate
 from torchmagic.core.result import RunResult
-from torchmagic.core.runplan import RunPlan, settle_status
+from torchmagic.core.runplan import settle_status
 from torchmagic.core.schedule import DEFAULT_EVERY, StepSchedule
 from torchmagic.core.snapshot import RunClock
 from torchmagic.core.snapshot import Snapshot as Snapshot  # re-exported: displays import it from here
@@ -121,6 +122,7 @@ class TrainingMonitor(OptimizerStepHandling):
         self._nonfinite = self._recorder.nonfinite
         self._step_points: StepPoints | None = None
         self._closure = ClosureSteps()
+        self._optimizer_book = OptimizerBook(self.result, self.schedule)
         self._frameworks = FrameworkLink(self.log, lambda: self.stop_request.requested)
         now = time.perf_counter()
         self._clock = RunClock(start=now, last_step=now)
@@ -289,10 +291,9 @@ class TrainingMonitor(OptimizerStepHandling):
             self._refresh(now)
             self._adapt_schedule(now)
         if self._opt_mode and self._running:
-            every = self.schedule.period
             points = self._step_points
             if (
-                (every > 0 and (self.step + 1) % every == 0)
+                self.schedule(self.step + 1)
                 or self._forwards.watching
                 or self._nonfinite.unlocated is not None
                 or (points is not None and points.reporting_before_step)
@@ -339,9 +340,9 @@ class TrainingMonitor(OptimizerStepHandling):
         """On CPU: the loss of this micro-batch is non-finite; name where it began, or watch the next step."""
         step = self._current_step()
         check = self._finite_check()
+        values.loss_reported = True  # named here or alerted as unlocated: the refresh does not alert it again
         if self._nonfinite.name_first(check.names, [float(n) for n in check.tensors], step):
             return
-        values.loss_reported = True
         self._nonfinite.nonfinite_loss(step, self._forwards.watching)
         if self._locating():
             self._forwards.watch()  # from the next forward on, even one of this same step
@@ -369,9 +370,6 @@ class TrainingMonitor(OptimizerStepHandling):
     # ----------------------------------------------------------------- refresh
     def progress(self) -> tuple[float | None, float | None]:
         return self._plan().progress(time.perf_counter() - self._clock.start)
-
-    def _plan(self) -> RunPlan:
-        return RunPlan(self.step, self.backward_calls, self.total, self._frameworks.planned_steps)
 
     def _refresh(self, now: float, final: bool = False) -> None:
         self._clock.last_refresh = now

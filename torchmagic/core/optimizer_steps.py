@@ -2,7 +2,8 @@
 
 Kept apart from :mod:`~torchmagic.core.monitor` as a base class of :class:`TrainingMonitor`: an
 optimizer step is where steps end, where closures (see :mod:`~torchmagic.core.closures`) begin,
-and where a framework's Trainer is first met (see :mod:`~torchmagic.core.frameworks`).
+and where a framework's Trainer is first met (see :mod:`~torchmagic.core.frameworks`). With several
+optimizers each one's step is a step of its own, told apart by :mod:`~torchmagic.core.optimizer_book`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from torchmagic.core.closures import ClosureSteps, optimizer_gradients, updated_
 from torchmagic.core.frameworks import FrameworkLink
 from torchmagic.core.interrupt import StopRequest
 from torchmagic.core.naming import ParameterNames
+from torchmagic.core.optimizer_book import OptimizerBook
 from torchmagic.core.result import RunResult
+from torchmagic.core.runplan import RunPlan
 from torchmagic.core.schedule import StepSchedule
 from torchmagic.core.stepstate import StepValues
 
@@ -25,6 +28,8 @@ class OptimizerStepHandling:
     """The optimizer-step half of :class:`~torchmagic.core.monitor.TrainingMonitor`."""
 
     step: int
+    backward_calls: int
+    total: int | None
     result: RunResult
     schedule: StepSchedule
     histograms: bool
@@ -36,6 +41,12 @@ class OptimizerStepHandling:
     _step_points: StepPoints | None
     _closure: ClosureSteps
     _frameworks: FrameworkLink
+    _optimizer_book: OptimizerBook
+
+    def _plan(self) -> RunPlan:
+        return RunPlan(
+            self.step, self.backward_calls, self.total, self._frameworks.planned_steps, self._optimizer_book.iterations()
+        )
 
     def _finish_step(self, lrs: list[Any] | None) -> None:
         raise NotImplementedError
@@ -79,8 +90,16 @@ class OptimizerStepHandling:
         if self.step == 0:
             self._frameworks.look()  # a framework stepping an optimizer made before train()/fit()
         lrs = [g.get("lr") for g in optimizer.param_groups]
+        book = self._optimizer_book
         if values.micro_batches == 0 and self._last_event == "optimizer":
-            return  # a second optimizer stepping on the same gradients: same step
+            if book.is_last(optimizer):
+                return  # the same optimizer stepping again on the same gradients: same step
+            # another optimizer on the same gradients (one per layer): a step of its own, with their loss
+            values.loss, values.loss_reported = book.shared_loss, True
+        else:
+            book.shared_loss = values.loss
+        values.optimizer = book.stepped(optimizer)
+        values.iteration = book.iteration
         self._finish_step(lrs)
         self._last_event = "optimizer"
 

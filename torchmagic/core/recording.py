@@ -30,7 +30,10 @@ EXPLODING_FACTOR = 100.0  # a global grad norm this many times the recent median
 VANISHING_NORM = 1e-8
 MEMORY_SAMPLE_INTERVAL = 0.5  # seconds: at most two memory samples a second
 # The columns the monitor measures itself (and lr_1, lr_2, … for more parameter groups).
-BUILTIN_COLUMNS = ("step", "time", "loss", "lr", "grad_norm", "samples_per_s", "step_time", "evaluations")
+BUILTIN_COLUMNS = (
+    *("step", "time", "loss", "lr", "grad_norm", "samples_per_s", "step_time", "evaluations"),
+    *("optimizer", "iteration"),  # with several optimizers (see optimizer_book)
+)
 
 
 def is_builtin_column(name: str) -> bool:
@@ -118,8 +121,21 @@ class StepRecorder:
                 cols.setdefault(name, [None] * n)[i] = value
             if host.grad_norms:
                 grad_norm[i] = math.sqrt(math.fsum(v * v for v in host.grad_norms))
+        if len(self.result.optimizer_names) > 1:
+            self._optimizer_columns(cols, pending)
         self.result.columns.append_rows(cols, n)
         return grad_norm
+
+    def _optimizer_columns(self, cols: dict[str, list[Value]], pending: list[PendingStep]) -> None:
+        """Which optimizer made each step and the loop iteration it belongs to, once a second optimizer
+        stepped; the rows before it (one optimizer's steps, an iteration each) are filled in then."""
+        history = self.result.columns
+        if "optimizer" not in history:
+            for row, step in enumerate(history["step"] if "step" in history else []):
+                history.set("optimizer", row, 0)
+                history.set("iteration", row, step)
+        cols["optimizer"] = [rec.values.optimizer for rec in pending]
+        cols["iteration"] = [rec.values.iteration or None for rec in pending]
 
     def absorb_late(self, late: list[LateMetric]) -> None:
         """Metrics logged right after their step ended, written into that step's row."""
@@ -142,8 +158,9 @@ class StepRecorder:
         if not math.isfinite(gn):
             bad = next((i for i, v in enumerate(host.grad_norms) if not math.isfinite(v)), None)
             name = self._names_of(rec.values.grad_params)[bad] if bad is not None else None
-            self.nonfinite.add("gradient", name, step, note=f"non-finite gradient of {name}" if name else None)
+            self.nonfinite.gradient(name, step)
             return
+        self.nonfinite.gradients_finite(step)
         recent = self._grad_history[-50:]
         if len(recent) >= 10:
             median = statistics.median(recent)

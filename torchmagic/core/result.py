@@ -48,17 +48,33 @@ class RunResult:
     alerts: list[Alert] = field(default_factory=list)
     layers: list[LayerInfo] = field(default_factory=list)
     # one row per step, in typed columns (``columns["loss"][-1]``, ``.last``); ``history`` is the DataFrame
-    columns: History = field(default_factory=History)
+    columns: History = field(default_factory=lambda: History(("step", "optimizer", "iteration")))
     memory: History = field(default_factory=History)  # one row per memory sample; None where one lacked the key
     histograms: dict[str, Any] = field(default_factory=dict)  # {"steps", "names", "counts", "edges"}
     total_steps: int | None = None
+    # with several optimizers: their names, in order of first step; ``columns["optimizer"]`` indexes it
+    optimizer_names: list[str] = field(default_factory=list)
     layer_rows: list[LayerRow] = field(default_factory=list, repr=False)
     layer_rows_dropped: int = 0  # oldest rows dropped to bound memory on very long runs
 
     @property
     def history(self) -> pd.DataFrame:
-        """One row per optimizer step: step, time, loss, lr (lr_1… for more groups), logged metrics."""
-        return self.columns.to_frame(index="step", empty=("step", "time", "loss", "lr"))
+        """One row per optimizer step: step, time, loss, lr (lr_1… for more groups), logged metrics.
+        With several optimizers also ``optimizer`` (the name of the one that stepped) and ``iteration``."""
+        frame = self.columns.to_frame(index="step", empty=("step", "time", "loss", "lr"))
+        if "optimizer" in frame:
+            frame["optimizer"] = frame["optimizer"].map(dict(enumerate(self.optimizer_names)))
+        return frame
+
+    def optimizer_series(self, column: str = "loss") -> pd.DataFrame:
+        """``column`` (loss, lr, grad_norm, …) of each optimizer: one column per optimizer name, one
+        row per loop iteration (the mean where an optimizer stepped more than once in one). With a
+        single optimizer, the column over steps."""
+        history = self.history
+        if "optimizer" not in history:
+            return history[[column]] if column in history else history.iloc[:, :0]
+        table = history.pivot_table(index="iteration", columns="optimizer", values=column, aggfunc="mean", sort=False)
+        return table.reindex(columns=[n for n in self.optimizer_names if n in table.columns])
 
     @property
     def layer_stats(self) -> pd.DataFrame:

@@ -12,19 +12,25 @@ from torchmagic.core.result import RunResult
 
 class RunPlan(NamedTuple):
     """What is known of the run's length: a framework's planned steps first, else ``--total``
-    backward() calls."""
+    iterations of the loop: backward() calls, or with several optimizers the iterations the
+    optimizer book counts (a GAN's D and G steps are one iteration, not two)."""
 
     step: int
     backward_calls: int
-    total: int | None  # backward() calls the loop will make
+    total: int | None  # iterations the loop will make
     planned_steps: int | None  # optimizer steps a framework (Trainer) plans
+    iterations: int | None = None  # with several optimizers: the loop's iterations so far
+
+    @property
+    def done(self) -> int:
+        return self.backward_calls if self.iterations is None else self.iterations
 
     def fraction(self) -> float | None:
         if self.planned_steps:
             return min(1.0, self.step / self.planned_steps)
-        if not self.total or self.backward_calls == 0:
+        if not self.total or self.done == 0:
             return None
-        return min(1.0, self.backward_calls / self.total)
+        return min(1.0, self.done / self.total)
 
     def progress(self, elapsed: float) -> tuple[float | None, float | None]:
         """The fraction done and the seconds left, when the length is known."""
@@ -36,8 +42,8 @@ class RunPlan(NamedTuple):
     def total_steps(self) -> int | None:
         if self.planned_steps:
             return max(self.step, self.planned_steps)
-        if self.total and self.backward_calls:
-            return max(self.step, round(self.step * self.total / self.backward_calls))
+        if self.total and self.done:
+            return max(self.step, round(self.step * self.total / self.done))
         return None
 
 

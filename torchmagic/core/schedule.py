@@ -27,6 +27,8 @@ class StepSchedule:
     every: int = DEFAULT_EVERY
     auto: bool = False
     period: int = field(init=False)
+    # steps per loop iteration with several optimizers (see optimizer_book): whole iterations are sampled
+    span: int = field(default=1, init=False)
 
     def __post_init__(self) -> None:
         self.period = self.every
@@ -35,6 +37,8 @@ class StepSchedule:
         period = self.period
         if period <= 0:
             return False
+        if self.span > 1:
+            step = (step - 1) // self.span + 1
         return step == 1 or step % period == 0
 
     def adapt(self, steps_per_second: float) -> bool:

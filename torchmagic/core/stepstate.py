@@ -56,6 +56,8 @@ class StepValues:
     # held NaN/Inf), named for an alert
     finite_checks: list[NamedTensors] = field(default_factory=list)
     watched: bool = False  # every module's forward was seen in one of its micro-batches
+    optimizer: int | None = None  # the index of the optimizer whose step ended the step (see optimizer_book)
+    iteration: int = 0  # the loop iteration the step belongs to, counted by the optimizer book
     loss_reported: bool = False  # a non-finite loss of this step was already alerted on the host
 
     def add_loss(self, loss: torch.Tensor | float, *, float32: bool = False) -> None:

@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from torchmagic.core.formatting import duration, number, rate
 from torchmagic.core.monitor import Snapshot
+from torchmagic.display import optimizer_curves
 
 _STREAMS = ("stdout", "stderr")
 
@@ -114,7 +115,10 @@ class TextProgress:
             filled = int(snap.fraction * self.width)
             parts.append(f"[{'#' * filled}{'.' * (self.width - filled)}] {snap.fraction * 100:3.0f}%")
         parts.append(f"step {r.steps}" + (f"/~{r.total_steps}" if r.total_steps else ""))
-        if losses:
+        by_optimizer = optimizer_curves.loss_text(r)  # several optimizers: each one's loss, not the last step's
+        if by_optimizer is not None:
+            parts.append(f"loss {by_optimizer}")
+        elif losses:
             parts.append(f"loss {number(losses[0])}")
         if snap.samples_per_s:
             parts.append(rate(snap.samples_per_s))

@@ -55,22 +55,25 @@ def loop_total(tree: ast.Module, namespace: dict[str, Any]) -> int | None:
     return total if total > 0 else None
 
 
-def _loop_chain(body: list[ast.stmt]) -> list[ast.For]:
+def _loop_chain(body: list[ast.stmt], backward_only: bool = False) -> list[ast.For]:
+    """The loops down to the innermost that trains. Inside a loop that calls backward(), an inner loop
+    counts only if it calls backward() too: ``for opt in opts: opt.step()`` (an optimizer per layer)
+    steps each optimizer of one iteration, it is no loop of its own."""
     for stmt in body:
-        if isinstance(stmt, ast.For) and _has_backward(stmt):
-            inner = _loop_chain(stmt.body)
+        if isinstance(stmt, ast.For) and _has_backward(stmt, backward_only):
+            inner = _loop_chain(stmt.body, backward_only or calls_method(stmt, "backward"))
             return [stmt, *inner]
-        if isinstance(stmt, (ast.With, ast.If, ast.Try)) and _has_backward(stmt):
+        if isinstance(stmt, (ast.With, ast.If, ast.Try)) and _has_backward(stmt, backward_only):
             bodies = [stmt.body] + ([stmt.orelse] if isinstance(stmt, ast.If) else [])
             for b in bodies:
-                chain = _loop_chain(b)
+                chain = _loop_chain(b, backward_only)
                 if chain:
                     return chain
     return []
 
 
-def _has_backward(node: ast.AST) -> bool:
-    return calls_method(node, "backward") or calls_method(node, "step")
+def _has_backward(node: ast.AST, backward_only: bool = False) -> bool:
+    return calls_method(node, "backward") or (not backward_only and calls_method(node, "step"))
 
 
 def _length(node: ast.expr, ns: dict[str, Any]) -> int | None:
