@@ -40,7 +40,7 @@ class TrainingRun:
         *,
         model_names: Sequence[str] = (),
         every: int | None = None,
-        histograms: bool = False,
+        histograms: bool | str | Sequence[str] = False,
         total: int | None = None,
         display: str = "auto",
         refresh: float = 4.0,
@@ -60,6 +60,8 @@ class TrainingRun:
             timeout=timeout,
         )
         self.display_mode = options.display
+        # what the dashboard draws: the parameters matching these patterns, else the first ones (True)
+        self._histograms_shown: bool | tuple[str, ...] = options.histogram_patterns or options.histograms
         self.title = title
         self.nproc = options.nproc
         self.timeout = options.timeout
@@ -89,7 +91,7 @@ class TrainingRun:
 
         env = _torchrun_env()
         silent = env is not None and env.rank != 0  # rank 0 speaks for every rank
-        self.view = make_display("none" if silent else self.display_mode, title=self.title, histograms=self.monitor.histograms)
+        self.view = make_display("none" if silent else self.display_mode, title=self.title, histograms=self._histograms_shown)
         if env is not None:
             from torchmagic.core.distributed.torchrun import RankZeroView
 
@@ -165,7 +167,7 @@ class TrainingRun:
         if self.view is None:
             from torchmagic.display import make_display
 
-            self.view = make_display(self.display_mode, title=self.title, histograms=self.monitor.histograms) or _silent
+            self.view = make_display(self.display_mode, title=self.title, histograms=self._histograms_shown) or _silent
         self.view(snap)
 
     def _close_view(self) -> None:
@@ -198,7 +200,7 @@ def train(
     optimizer: Any = None,
     *,
     every: int | None = None,
-    histograms: bool = False,
+    histograms: bool | str | Sequence[str] = False,
     total: int | None = None,
     display: str = "auto",
     refresh: float = 4.0,
@@ -214,7 +216,9 @@ def train(
         every: period of the costly statistics (per-layer norms, activations, histograms): steps 1,
             N, 2N, ...; 0: never. Default: every 10 steps, thinned (20, 40, ...) for loops so fast
             that they would come more than 20 times a second.
-        histograms: record gradient histograms on those steps.
+        histograms: record gradient histograms on those steps: True shows the first 8 parameters;
+            glob patterns on parameter names choose which (``"encoder.*,fc"`` or ``["fc", "encoder.*"]``;
+            a module's name stands for its parameters).
         total: how many ``backward()`` calls the loop makes, for progress and ETA.
         display: "auto" (dashboard in a notebook, text elsewhere), "widgets" (the dashboard),
             "stock" (the dashboard from stock ipywidgets + jupyter_bokeh, for front ends without

@@ -52,6 +52,7 @@ class TrainOptions:
     refresh: float
     nproc: int | None = None  # None: this process; N: N ranks forked from it
     timeout: float = 600.0  # seconds a distributed run's collectives and store operations may wait
+    histogram_patterns: tuple[str, ...] = ()  # the parameters whose histograms are shown; (): the first ones
 
 
 def train_options(
@@ -71,12 +72,13 @@ def train_options(
         models=objects(model, "model", torch.nn.Module, "torch.nn.Module"),
         optimizers=objects(optimizer, "optimizer", torch.optim.Optimizer, "torch.optim.Optimizer"),
         every=None if every is None else integer(every, "every", minimum=0, wording="0 or more"),
-        histograms=flag(histograms, "histograms"),
+        histograms=histogram_choice(histograms, "histograms") is not False,
         total=None if total is None else integer(total, "total", minimum=1, wording="positive"),
         display=choice(display, "display", TRAIN_DISPLAYS),
         refresh=rate(refresh, "refresh"),
         nproc=None if nproc is None else integer(nproc, "nproc", minimum=1, wording="1 or more (processes)"),
         timeout=seconds(timeout, "timeout"),
+        histogram_patterns=histogram_patterns(histograms),
     )
 
 
@@ -107,6 +109,34 @@ def flag(value: Any, argument: str) -> bool:
     if not isinstance(value, bool):
         raise ArgumentTypeError(argument, f"must be True or False, got {_kind(value)}")
     return value
+
+
+def histogram_choice(value: Any, argument: str) -> bool | tuple[str, ...]:
+    """True (the first parameters), False (none), or glob patterns on parameter names: one string,
+    comma-separated (``"encoder.*,fc"``), or a list of strings."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        items: list[Any] = value.split(",")
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+        for i, item in enumerate(items):
+            if not isinstance(item, str):
+                raise ArgumentTypeError(argument, f"must be a string (a parameter name pattern), got {_kind(item)}", index=i)
+    else:
+        raise ArgumentTypeError(
+            argument, f"must be True, False or parameter name patterns ('encoder.*,fc' or a list), got {_kind(value)}"
+        )
+    patterns = tuple(p.strip() for p in items if p.strip())
+    if not patterns:
+        raise ArgumentValueError(argument, f"must name at least one parameter pattern, got {_short(value)}")
+    return patterns
+
+
+def histogram_patterns(value: Any) -> tuple[str, ...]:
+    """The patterns of an already checked ``histograms`` value; () for True and False."""
+    choice_ = histogram_choice(value, "histograms")
+    return choice_ if isinstance(choice_, tuple) else ()
 
 
 def choice(value: Any, argument: str, choices: Sequence[str]) -> str:

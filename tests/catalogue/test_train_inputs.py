@@ -72,7 +72,8 @@ MAGIC_OPTIONS = {
     "refresh_not_a_number": ("--refresh fast", "argument --refresh: invalid float value: 'fast'"),
     "display_unknown": ("--display fancy", "argument --display: invalid choice: 'fancy'"),
     "display_without_value": ("--display", "argument --display: expected one argument"),
-    "histograms_with_value": ("--histograms yes", "unrecognized arguments: yes"),
+    "histograms_empty_patterns": ("--histograms ' , '", "%%train: --histograms must name at least one parameter pattern"),
+    "histograms_abbreviated": ("--hist ''", "%%train: --hist must name at least one parameter pattern, got ''"),
     "model_a_tensor": ("-m X", "%%train: -m 'X' is a Tensor, not a torch.nn.Module"),
     "model_long_option": ("--model X", "%%train: --model 'X' is a Tensor, not a torch.nn.Module"),
     "model_second_of_list": ("-m model,X", "%%train: -m 'X' is a Tensor, not a torch.nn.Module"),
@@ -117,8 +118,11 @@ API_ARGUMENTS = {  # the arguments of torchmagic.train(...), in the notebook's n
     "refresh_a_bool": ("refresh=True", TypeError, "refresh must be a number (refreshes per second), got True (bool)"),
     "display_unknown": ("display='fancy'", ValueError, "display must be one of auto, widgets, stock, text, none; got 'fancy'"),
     "display_none": ("display=None", TypeError, "display must be one of auto, widgets, stock, text, none; got None"),
-    "histograms_a_string": ("histograms='yes'", TypeError, "histograms must be True or False, got 'yes' (str)"),
-    "histograms_an_int": ("histograms=1", TypeError, "histograms must be True or False, got 1 (int)"),
+    "histograms_an_int": ("histograms=1", TypeError, "histograms must be True, False or parameter name patterns"),
+    "histograms_none": ("histograms=None", TypeError, "histograms must be True, False or parameter name patterns"),
+    "histograms_empty_list": ("histograms=[]", ValueError, "histograms must name at least one parameter pattern, got []"),
+    "histograms_empty_string": ("histograms=','", ValueError, "histograms must name at least one parameter pattern, got ','"),
+    "histograms_bad_item": ("histograms=['fc', 3]", TypeError, "histograms[1] must be a string (a parameter name pattern)"),
 }
 
 

@@ -3,24 +3,22 @@
 Front ends with stock widgets only (VS Code, Colab) cannot be relied on to load BokehJS, so the
 stock dashboard shows each figure as the static renderer draws it: the figure's title, its line
 glyphs (field names, colours, legend labels), its log scale and its band (``varea``) as declared
-in :mod:`torchmagic.display.figures`, with the data its sources hold. A rect heatmap (gradient
-histograms) becomes a small PNG. Each line is thinned to ``POINTS`` points so a refresh stays small.
+in :mod:`torchmagic.display.figures`, with the data its sources hold. A parameter's gradient
+histograms (rects) become the chart of :mod:`torchmagic.display.histograms`. Each line is
+thinned to ``POINTS`` points so a refresh stays small.
 """
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
-from html import escape
 from typing import Any
 
 import numpy as np
 
-from torchmagic.display import png, svg
+from torchmagic.display import histograms, svg
 
 POINTS = 100  # per line: a chart's plot area is about 250 px wide
 WIDTH, HEIGHT = 330, 160
-HEAT_COLUMNS, HEAT_ROWS = 64, 112
 
 
 def figures_of(layout: Any) -> list[Any]:
@@ -41,8 +39,8 @@ def figure_svg(fig: Any, width: int = WIDTH, height: int = HEIGHT) -> str:
     band = None
     for r in fig.renderers:
         glyph, data = getattr(r, "glyph", None), getattr(getattr(r, "data_source", None), "data", {})
-        if isinstance(glyph, Rect):
-            return _heatmap_svg(title, data, width, height)
+        if isinstance(glyph, Rect):  # a parameter's gradient histograms, drawn as the frozen view draws them
+            return histograms.chart_svg(title, data, width, height)
         if isinstance(glyph, VArea) and glyph.x in data:
             band = (data.get(glyph.y1, []), data.get(glyph.y2, []))
             continue
@@ -81,36 +79,6 @@ def _thin(n: int, limit: int) -> list[int]:
     if n <= limit:
         return list(range(n))
     return sorted(set(np.linspace(0, n - 1, limit).round().astype(int).tolist()))
-
-
-def _heatmap_svg(title: str, data: dict[str, Sequence[Any]], width: int, height: int) -> str:
-    """Rects (x, y, value) binned into a small image, newest on the right, drawn under the title."""
-    x = np.asarray(data.get("x", []), dtype=np.float64)
-    y = np.asarray(data.get("y", []), dtype=np.float64)
-    v = np.asarray([np.nan if a is None else a for a in data.get("v", [])], dtype=np.float64)
-    head = f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" class="tm-chart">'
-    head += f'<text x="4" y="12" font-size="11" font-family="sans-serif" fill="#333">{escape(title)}</text>'
-    if not len(x) or len(x) != len(y) or len(x) != len(v):
-        empty = f'<text x="{width // 2}" y="{height // 2}" font-size="10" fill="#999" text-anchor="middle">no data</text>'
-        return head + empty + "</svg>"
-    steps = np.unique(x)
-    col = np.searchsorted(steps, x) * HEAT_COLUMNS // max(len(steps), 1)
-    y0, y1 = float(y.min()), float(y.max())
-    row = ((y1 - y) / ((y1 - y0) or 1.0) * (HEAT_ROWS - 1)).astype(int)
-    grid = np.full((HEAT_ROWS, HEAT_COLUMNS), np.nan)
-    grid[row, np.minimum(col, HEAT_COLUMNS - 1)] = v
-    used = int(np.minimum(col, HEAT_COLUMNS - 1).max()) + 1
-    pixels = png.colormap(grid[:, :used])
-    data_uri = base64.b64encode(png.png_bytes(pixels)).decode("ascii")
-    pad_l, pad_t = 46, 18
-    body = (
-        f'<image x="{pad_l}" y="{pad_t}" width="{width - pad_l - 6}" height="{height - pad_t - 18}" '
-        f'preserveAspectRatio="none" style="image-rendering:pixelated" href="data:image/png;base64,{data_uri}"/>'
-        f'<text x="{pad_l}" y="{height - 4}" font-size="9" fill="#666">step {svg.number(float(steps[0]), 3)}</text>'
-        f'<text x="{width - 6}" y="{height - 4}" font-size="9" text-anchor="end" fill="#666">'
-        f"{svg.number(float(steps[-1]), 3)}</text>"
-    )
-    return head + body + "</svg>"
 
 
 def charts_html(layout: Any) -> str:

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from bokeh.layouts import gridplot
-from bokeh.models import ColumnDataSource, LinearColorMapper
+from bokeh.models import ColumnDataSource, DataRange1d, GridBox, HoverTool, NoOverlap
 from bokeh.plotting import figure
 
+from torchmagic.display.figure_parts import histogram_figure, legend_above
 from torchmagic.display.series import rank_column_names
 from torchmagic.display.svg import PALETTE
 
 TRACKED_LAYERS = 8
 WIDTH, HEIGHT = 330, 185
+MIN_WIDTH = 300  # a chart narrower than this cannot show its title, ticks and toolbar side by side
+# The grid reflows: as many columns of at least MIN_WIDTH as the output area holds, each stretched to an
+# equal share, the charts placed in reading order. Inline styles outrank the row/column bokeh assigns
+# each chart (and the fixed column count of the grid), which are rules of the charts' stylesheets.
+GRID_STYLES = {"grid-template-columns": f"repeat(auto-fill, minmax({MIN_WIDTH}px, 1fr))", "grid-template-rows": "none"}
+CHART_STYLES = {"grid-area": "auto"}
 
 
 @dataclass
@@ -21,9 +27,9 @@ class DashboardFigures:
     steps: ColumnDataSource  # x, loss, loss_smooth, lr, rate
     memory: ColumnDataSource  # t, rss, cuda_allocated, cuda_reserved (MiB)
     layers: ColumnDataSource  # scheduled steps: x, gn (global grad norm), g0..g7 (by layer), a0..a7 (activation std)
-    hist: ColumnDataSource | None  # x, y, w, v
     ranks: ColumnDataSource | None = None  # distributed runs: x, l0.., t0.., r0.. (by rank) or l_p0.. .. r_p100 (a band)
     rank_memory: ColumnDataSource | None = None  # distributed runs: t, m0.. (RSS), c0.. (CUDA allocated) or m_p0.. (MiB)
+    hists: list[ColumnDataSource] = field(default_factory=list)  # one per parameter shown: x, w, y, v (see add_histograms)
 
 
 def _figure(title: str, x_label: str = "step", **kw: object) -> figure:
@@ -31,6 +37,9 @@ def _figure(title: str, x_label: str = "step", **kw: object) -> figure:
         title=title,
         width=WIDTH,
         height=HEIGHT,
+        min_width=MIN_WIDTH,
+        sizing_mode="stretch_width",
+        styles=CHART_STYLES,
         tools="pan,wheel_zoom,box_zoom,reset,hover",
         toolbar_location="right",
         x_axis_label=x_label,
@@ -39,10 +48,19 @@ def _figure(title: str, x_label: str = "step", **kw: object) -> figure:
     p.title.text_font_size = "11px"
     p.toolbar.logo = None
     p.xaxis.axis_label_text_font_size = "10px"
+    p.xaxis.ticker.desired_num_ticks = p.yaxis.ticker.desired_num_ticks = 5
+    for axis in (*p.xaxis, *p.yaxis):  # labels that would overlap (a log axis over few decades) are left out
+        axis.major_label_policy = NoOverlap()
+    # As in TensorBoard: anywhere above a step, each curve's value there.
+    hover = p.select_one(HoverTool)
+    hover.mode = "vline"
+    hover.tooltips = [("step", "$snap_x{0,0}"), ("value", "$snap_y{%.4g}")]
+    hover.formatters = {"$snap_y": "printf"}
     return p
 
 
-def build(histograms: bool) -> DashboardFigures:
+def build(histograms: bool = False) -> DashboardFigures:
+    """The dashboard's plots; the gradient histograms (``histograms``) join when their parameters are known."""
     steps = ColumnDataSource({k: [] for k in ("x", "loss", "loss_smooth", "lr", "rate")}, name="tm-steps")
     mem = ColumnDataSource({k: [] for k in ("t", "rss", "cuda_allocated", "cuda_reserved")}, name="tm-memory")
     layer_cols = ["x", "gn"] + [f"g{i}" for i in range(TRACKED_LAYERS)] + [f"a{i}" for i in range(TRACKED_LAYERS)]
@@ -51,42 +69,69 @@ def build(histograms: bool) -> DashboardFigures:
     loss = _figure("loss")
     loss.line("x", "loss", source=steps, color="#9ecae1", legend_label="raw")
     loss.line("x", "loss_smooth", source=steps, color=PALETTE[0], line_width=2, legend_label="smoothed")
-    loss.legend.label_text_font_size = "9px"
-    loss.legend.location = "top_right"
-    lr = _figure("learning rate")
+    legend_above(loss)
+    # From 0: a constant rate is a line at its value (DataRange1d spans -1..1 around a constant series).
+    lr = _figure("learning rate", y_range=DataRange1d(start=0))
     lr.line("x", "lr", source=steps, color=PALETTE[1])
-    rate = _figure("throughput (samples/s)")
+    rate = _figure("throughput (samples/s, smoothed)")
     rate.line("x", "rate", source=steps, color=PALETTE[2])
-    grad = _figure("gradient norm: global (black) and by layer", y_axis_type="log")
+    grad = _figure("gradient norm (log scale): global (black), by layer", y_axis_type="log")
     grad.line("x", "gn", source=layers, color="#222", line_width=1.5)
     for i in range(TRACKED_LAYERS):
         grad.line("x", f"g{i}", source=layers, color=PALETTE[i % len(PALETTE)], alpha=0.8)
     memory = _figure("memory (MiB)", x_label="seconds")
-    memory.line("t", "rss", source=mem, color=PALETTE[4], legend_label="RSS")
-    memory.line("t", "cuda_allocated", source=mem, color=PALETTE[3], legend_label="CUDA allocated")
-    memory.line("t", "cuda_reserved", source=mem, color=PALETTE[5], legend_label="CUDA reserved", line_dash="dashed")
-    memory.legend.label_text_font_size = "9px"
-    memory.legend.location = "top_left"
-    hist_source = None
-    if histograms:
-        hist_source = ColumnDataSource({k: [] for k in ("x", "y", "w", "v")}, name="tm-hist")
-        last = _figure("gradient histograms: log10|g| by parameter, over steps")
-        mapper = LinearColorMapper(palette="Viridis256", low=0, high=8)
-        last.rect(
-            "x",
-            "y",
-            width="w",
-            height=1 / 28,
-            source=hist_source,
-            fill_color={"field": "v", "transform": mapper},
-            line_color=None,
-        )
-    else:
-        last = _figure("activation std by layer")
-        for i in range(TRACKED_LAYERS):
-            last.line("x", f"a{i}", source=layers, color=PALETTE[i % len(PALETTE)], alpha=0.8)
-    layout = gridplot([[loss, lr, rate], [grad, memory, last]], toolbar_location=None, merge_tools=False)
-    return DashboardFigures(layout, steps, mem, layers, hist_source)
+    memory.line("t", "rss", source=mem, color=PALETTE[4], legend_label="RSS")  # CUDA joins where it is used
+    legend_above(memory)
+    last = _figure("activation std by layer")
+    for i in range(TRACKED_LAYERS):
+        last.line("x", f"a{i}", source=layers, color=PALETTE[i % len(PALETTE)], alpha=0.8)
+    charts = [loss, lr, rate, grad, memory, last]
+    layout = GridBox(
+        children=[(fig, i // 3, i % 3) for i, fig in enumerate(charts)],
+        sizing_mode="stretch_width",
+        spacing=4,
+        styles=GRID_STYLES,
+    )
+    return DashboardFigures(layout, steps, mem, layers)
+
+
+def _next_row(figs: DashboardFigures) -> int:
+    """The grid row after the last one used: plots added during the run go below the others."""
+    return 1 + max((row for _, row, _ in figs.layout.children), default=-1)  # type: ignore[attr-defined]
+
+
+def _drawing(figs: DashboardFigures, field_name: str) -> figure | None:
+    """The plot with a line of the column ``field_name``."""
+    for fig, _, _ in figs.layout.children:  # type: ignore[attr-defined]
+        if any(getattr(getattr(r, "glyph", None), "y", None) == field_name for r in fig.renderers):
+            return fig
+    return None
+
+
+def show_cuda_memory(figs: DashboardFigures) -> None:
+    """The CUDA curves of the memory plot, added once the run uses CUDA (a CPU run shows none)."""
+    memory = _drawing(figs, "rss")
+    if memory is None or len(memory.renderers) > 1:
+        return
+    memory.line("t", "cuda_allocated", source=figs.memory, color=PALETTE[3], legend_label="CUDA allocated")
+    memory.line("t", "cuda_reserved", source=figs.memory, color=PALETTE[5], legend_label="CUDA reserved", line_dash="dashed")
+
+
+def add_histograms(figs: DashboardFigures, names: list[str]) -> list[ColumnDataSource]:
+    """A histogram plot per parameter in ``names`` (see :mod:`torchmagic.display.histograms`), in
+    rows of three below the others, sharing the step axis; their sources are ``figs.hists``."""
+    first = _next_row(figs)
+    charts = []
+    for i, name in enumerate(names):
+        source = ColumnDataSource({k: [] for k in ("x", "w", "y", "v")}, name=f"tm-hist-{i}")
+        kw = {"x_range": charts[0].x_range} if charts else {}
+        chart = histogram_figure(_figure(name, **kw), source)
+        chart.select_one(HoverTool).mode = "mouse"  # the cell under the pointer, not a whole column of bins
+        charts.append(chart)
+        figs.hists.append(source)
+    placed = [(fig, first + i // 3, i % 3) for i, fig in enumerate(charts)]
+    figs.layout.children = [*figs.layout.children, *placed]  # type: ignore[attr-defined]
+    return figs.hists
 
 
 def add_ranks(
@@ -106,7 +151,8 @@ def add_ranks(
     ]
     if "c" in memory_keys:
         charts.append(_by_rank(_figure("CUDA allocated by rank (MiB)", x_label="seconds"), memory, "t", "c", labels))
-    placed = [(fig, 2 + i // 3, i % 3) for i, fig in enumerate(charts)]
+    first = _next_row(figs)
+    placed = [(fig, first + i // 3, i % 3) for i, fig in enumerate(charts)]
     figs.layout.children = [*figs.layout.children, *placed]  # type: ignore[attr-defined]
     figs.ranks, figs.rank_memory = source, memory
     return source, memory
@@ -119,7 +165,5 @@ def _by_rank(fig: figure, source: ColumnDataSource, x: str, key: str, labels: li
     else:
         fig.varea(x, f"{key}_p0", f"{key}_p100", source=source, color=PALETTE[0], alpha=0.25, legend_label="p0–p100")
         fig.line(x, f"{key}_p50", source=source, color=PALETTE[0], line_width=1.5, legend_label="p50")
-    fig.legend.label_text_font_size = "9px"
-    fig.legend.location = "top_right"
-    fig.legend.spacing, fig.legend.padding = 0, 2
+    legend_above(fig)
     return fig

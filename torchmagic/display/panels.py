@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from html import escape
 from typing import Any
 
@@ -10,8 +11,10 @@ from torchmagic.core.distributed import DistributedSnapshot
 from torchmagic.core.distributed.merge import SPREAD_COLUMNS
 from torchmagic.core.formatting import duration, nbytes, number, rate
 from torchmagic.core.monitor import Snapshot
+from torchmagic.core.naming import MODEL_LABEL
 from torchmagic.core.result import RunResult
-from torchmagic.display import series, svg
+from torchmagic.display import histograms as hist_charts
+from torchmagic.display import optimizer_curves, series, svg
 from torchmagic.display.series import ema
 
 STATUS_COLORS = {"running": "#1f77b4", "completed": "#2ca02c", "interrupted": "#ff7f0e", "failed": "#d62728"}
@@ -58,7 +61,7 @@ def header(snap: Snapshot, status: str | None = None) -> str:
     parts = [
         f'<span class="tm-badge" style="background:{STATUS_COLORS.get(status, "#777")}">{escape(status)}</span>',
         _kv("step", f"{r.steps}" + (f" / ~{r.total_steps}" if r.total_steps else "")),
-        _kv("loss", number(loss)),
+        _kv("loss", optimizer_curves.loss_text(r) or number(loss)),
         _kv("lr", number(lr, 3)),
         _kv("elapsed", duration(elapsed)),
     ]
@@ -120,7 +123,7 @@ def layers(result: RunResult, colors: dict[str, str] | None = None, limit: int =
         cls = ' class="tm-changed"' if changed else ""
         note = f' title="shape changed {info.shape_changes}× (last at step {info.last_change_step})"' if changed else ""
         swatch = f'<span style="color:{colors[info.name]}">■</span> ' if info.name in colors else ""
-        name = info.name if info.name else "(model)"
+        name = info.name if info.name else MODEL_LABEL
         rows.append(
             f"<tr><td>{swatch}<code>{escape(name)}</code></td><td>{escape(info.type)}</td>"
             f"<td{cls}{note}>{escape(info.input)}</td><td{cls}{note}>{escape(info.output)}</td>"
@@ -158,23 +161,24 @@ def _percent(x: float | None) -> str:
     return f"{x * 100:.0f}%"
 
 
-def snapshot_html(result: RunResult, snap: Snapshot | None = None) -> str:
-    """The frozen dashboard: header, static charts, alerts and layer table; no scripts."""
+def snapshot_html(result: RunResult, snap: Snapshot | None = None, histograms: Sequence[str] | None = None) -> str:
+    """The frozen dashboard: header, static charts, alerts and layer table; no scripts. ``histograms``:
+    the patterns choosing the parameters whose gradient histograms are drawn (none: the first ones)."""
     snap = snap or Snapshot(result, None, None, None, final=True)
     cols = result.columns
     steps = cols.get("step", [])
     charts = [
         svg.line_chart("loss", steps, {"loss": cols.get("loss", []), "smoothed": ema(cols.get("loss", [])).values}),
         svg.line_chart("learning rate", steps, {"lr": cols.get("lr", [])}),
-        svg.line_chart("samples/s", steps, {"samples/s": cols.get("samples_per_s", [])}),
-        svg.line_chart("gradient norm (log10)", steps, {"grad norm": cols.get("grad_norm", [])}, log_y=True),
+        svg.line_chart("samples/s (smoothed)", steps, {"samples/s": ema(cols.get("samples_per_s", [])).values}),
+        svg.line_chart("gradient norm (log scale)", steps, {"grad norm": cols.get("grad_norm", [])}, log_y=True),
     ]
+    if optimizer_curves.several(result):  # a curve per optimizer, not their losses in one zig-zag
+        charts[:2] = optimizer_curves.optimizer_charts(result)
     mem = result.memory
     if mem.get("time"):
-        mib = {
-            k: [None if v is None else v / 2**20 for v in mem[k]] for k in ("rss", "cuda_allocated", "cuda_reserved") if k in mem
-        }
-        charts.append(svg.line_chart("memory (MiB) over time (s)", mem["time"], mib))
+        mib = {label: [None if v is None else v / 2**20 for v in mem[k]] for k, label in _MEMORY_LABELS.items() if k in mem}
+        charts.append(svg.line_chart("memory (MiB) over time (s)", mem["time"], mib, legend=True))
     ranks = snap.ranks if isinstance(snap, DistributedSnapshot) and len(snap.ranks) > 1 else None
     if ranks:
         charts.extend(rank_charts(cols, ranks, mem))
@@ -184,7 +188,8 @@ def snapshot_html(result: RunResult, snap: Snapshot | None = None) -> str:
         charts.append(svg.line_chart(name, steps, {name: cols[name]}))
     return (
         f'{STYLE}<div class="tm-dash"><div>{header(snap, result.status)}</div>'
-        f'<div>{_error(result)}{alerts(result)}</div><div class="tm-charts">{"".join(charts)}</div>{layers(result)}'
+        f'<div>{_error(result)}{alerts(result)}</div><div class="tm-charts">{"".join(charts)}</div>'
+        f"{hist_charts.section_html(result.histograms, histograms or ())}{layers(result)}"
         f'<div style="color:#888">torchmagic · {escape(result.summary())}</div></div>'
     )
 
@@ -223,6 +228,7 @@ def text(result: RunResult) -> str:
     return repr(result)
 
 
-_BUILTIN_COLUMNS = {"step", "time", "loss", "lr", "grad_norm", "samples_per_s", "step_time"}
+_MEMORY_LABELS = {"rss": "RSS", "cuda_allocated": "CUDA allocated", "cuda_reserved": "CUDA reserved"}  # as the live plot
+_BUILTIN_COLUMNS = {"step", "time", "loss", "lr", "grad_norm", "samples_per_s", "step_time", "optimizer", "iteration"}
 # the aggregate of a distributed run: percentiles across ranks and the ranks' local time, drawn by rank
 _RANK_COLUMNS = {"local_time", *(f"{c}_{q}" for c in SPREAD_COLUMNS for q in series.SPREAD)}

@@ -8,6 +8,7 @@ from html import escape
 from typing import NamedTuple
 
 from torchmagic.core.formatting import number
+from torchmagic.display import axes
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
@@ -49,7 +50,6 @@ def line_chart(
     one per series (default: the palette); ``legend``: name the series (default: when several)."""
     palette = list(colors) if colors else list(PALETTE)
     color_of = {name: palette[i % len(palette)] for i, name in enumerate(series)}
-    pad_l, pad_b, pad_t = 46, 18, 18
     lines = {}
     for name, ys in series.items():
         pts = _finite_points(xs, ys)
@@ -57,7 +57,12 @@ def line_chart(
             pts = [Point(p.x, math.log10(p.y)) for p in pts if p.y > 0]
         if pts:
             lines[name] = decimate(pts)
-    head = f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" class="tm-chart">'
+    if log_y and "log" not in title:
+        title += " (log scale)"
+    head = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" class="tm-chart">'
+    )
     head += f'<text x="4" y="12" font-size="11" font-family="sans-serif" fill="#333">{escape(title)}</text>'
     if not lines:
         return (
@@ -69,9 +74,22 @@ def line_chart(
     all_pts = [p for pts in lines.values() for p in pts] + lo + hi
     x0, x1 = min(p.x for p in all_pts), max(p.x for p in all_pts)
     y0, y1 = min(p.y for p in all_pts), max(p.y for p in all_pts)
-    x1 = x1 if x1 > x0 else x0 + 1
-    y1 = y1 if y1 > y0 else y0 + (abs(y0) or 1) * 0.1
-    pw, ph = width - pad_l - 6, height - pad_b - pad_t
+    constant = y0 == y1 and not lo
+    x_ticks = axes.nice_ticks(x0, x1)
+    if constant:  # a flat line says its value, not a made-up spread around it
+        y_ticks, y_labels = [y0 - 1.0, y0, y0 + 1.0], ["", _value_label(y0, log_y), ""]
+    elif log_y:
+        y_ticks = axes.decade_ticks(y0, y1)
+        y_labels = [axes.decade_label(t) for t in y_ticks]
+    else:
+        y_ticks = axes.nice_ticks(y0, y1)
+        y_labels = [axes.tick_label(t, y_ticks[1] - y_ticks[0]) for t in y_ticks]
+    x0, x1, y0, y1 = x_ticks[0], x_ticks[-1], y_ticks[0], y_ticks[-1]
+    show_legend = legend if legend is not None else len(lines) > 1
+    legend_rows = _legend_rows(list(lines), width - 8) if show_legend else []
+    pad_l = max(16, 6 + max(axes.text_px(t) for t in y_labels))
+    pad_r, pad_b, pad_t = 10, 16, 20 + 11 * len(legend_rows)
+    pw, ph = width - pad_l - pad_r, height - pad_b - pad_t
 
     def sx(x: float) -> float:
         return pad_l + (x - x0) / (x1 - x0) * pw
@@ -79,30 +97,62 @@ def line_chart(
     def sy(y: float) -> float:
         return pad_t + ph - (y - y0) / (y1 - y0) * ph
 
-    def label(v: float) -> str:
-        return number(10**v if log_y else v, 3)
-
-    body = [
-        f'<rect x="{pad_l}" y="{pad_t}" width="{pw}" height="{ph}" fill="none" stroke="#ddd"/>',
-        f'<text x="{pad_l - 3}" y="{pad_t + 8}" font-size="9" text-anchor="end" fill="#666">{label(y1)}</text>',
-        f'<text x="{pad_l - 3}" y="{pad_t + ph}" font-size="9" text-anchor="end" fill="#666">{label(y0)}</text>',
-        f'<text x="{pad_l}" y="{height - 4}" font-size="9" fill="#666">{number(x0, 3)}</text>',
-        f'<text x="{width - 6}" y="{height - 4}" font-size="9" text-anchor="end" fill="#666">{number(x1, 3)}</text>',
-    ]
+    body = [f'<rect x="{pad_l:.1f}" y="{pad_t}" width="{pw:.1f}" height="{ph}" fill="none" stroke="#ddd"/>']
+    for t, text in zip(y_ticks, y_labels):
+        if text:
+            body.append(f'<line x1="{pad_l:.1f}" x2="{pad_l + pw:.1f}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" stroke="#f0f0f0"/>')
+            body.append(
+                f'<text x="{pad_l - 3:.1f}" y="{sy(t) + 3:.1f}" font-size="{axes.FONT_PX}" text-anchor="end" '
+                f'fill="#666">{text}</text>'
+            )
+    x_step = x_ticks[1] - x_ticks[0]
+    for t in x_ticks:
+        text = axes.tick_label(t, x_step)
+        half = axes.text_px(text) / 2
+        cx = min(max(sx(t), half + 1), width - half - 1)  # the outer labels stay inside the picture
+        body.append(
+            f'<text x="{cx:.1f}" y="{height - 4}" font-size="{axes.FONT_PX}" text-anchor="middle" fill="#666">{text}</text>'
+        )
     if lo and hi:
         outline = " ".join(f"{sx(p.x):.1f},{sy(p.y):.1f}" for p in [*lo, *reversed(hi)])
         body.append(
             f'<polygon fill="{palette[0]}" fill-opacity="0.25" stroke="none" points="{outline}"><title>p0–p100</title></polygon>'
         )
-    for i, (name, pts) in enumerate(lines.items()):
-        color = color_of[name]
+    for name, pts in lines.items():
         path = " ".join(f"{sx(p.x):.1f},{sy(p.y):.1f}" for p in pts)
         body.append(
-            f'<polyline fill="none" stroke="{color}" stroke-width="1.2" points="{path}"><title>{escape(name)}</title></polyline>'
+            f'<polyline fill="none" stroke="{color_of[name]}" stroke-width="1.2" points="{path}">'
+            f"<title>{escape(name)}</title></polyline>"
         )
-        if legend if legend is not None else len(lines) > 1:
-            body.append(
-                f'<text x="{width - 8}" y="{pad_t + 10 + 10 * i}" font-size="9" text-anchor="end" '
-                f'fill="{color}">{escape(name)}</text>'
-            )
+    if constant and "(constant)" not in title:
+        name = next(iter(lines))
+        note = f"{name} {_value_label(y_ticks[1], log_y)} (constant)"
+        body.append(
+            f'<text x="{pad_l + pw / 2:.1f}" y="{sy(y_ticks[1]) - 5:.1f}" font-size="10" text-anchor="middle" '
+            f'fill="{color_of[name]}">{escape(note)}</text>'
+        )
+    # the legend sits above the plot, under the title: it never hides the newest points
+    for row, entries in enumerate(legend_rows):
+        for x, name in entries:
+            y = 24 + 11 * row
+            body.append(f'<rect x="{x:.1f}" y="{y - 6}" width="8" height="3" fill="{color_of[name]}"/>')
+            body.append(f'<text x="{x + 11:.1f}" y="{y}" font-size="9" fill="#444">{escape(name)}</text>')
     return head + "".join(body) + "</svg>"
+
+
+def _value_label(y: float, log_y: bool) -> str:
+    return number(10**y if log_y else y, 3)
+
+
+def _legend_rows(names: list[str], right: float) -> list[list[tuple[float, str]]]:
+    """Legend entries (x, name) laid out left to right from x=4, wrapping before ``right``."""
+    rows: list[list[tuple[float, str]]] = [[]]
+    x = 4.0
+    for name in names:
+        w = 11 + axes.text_px(name) + 10
+        if rows[-1] and x + w > right:
+            rows.append([])
+            x = 4.0
+        rows[-1].append((x, name))
+        x += w
+    return rows if rows[0] else []

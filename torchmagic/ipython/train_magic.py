@@ -47,7 +47,16 @@ class TrainMagics(Magics):
         help="take gradient norms, update ratios, activation statistics and histograms on steps 1, N, 2N, ...; 0: never; "
         "default: 10, doubled for loops so fast that they would come more than 20 times a second",
     )
-    @argument("--histograms", action="store_true", help="also record per-parameter gradient histograms")
+    @argument(
+        "--histograms",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="PATTERNS",
+        help="also record per-parameter gradient histograms; shown for the parameters matching the "
+        "comma-separated glob patterns ('encoder.*,fc'; a module's name stands for its parameters), "
+        "or alone for the first 8",
+    )
     @argument(
         "--total",
         type=int,
@@ -166,7 +175,7 @@ class TrainMagics(Magics):
                 optimizers,
                 model_names=model_names,
                 every=args.every,
-                histograms=args.histograms,
+                histograms=_unquoted(args.histograms),
                 total=args.total if args.total is not None else loop_total(tree, ns),
                 display=args.display,
                 refresh=args.refresh,
@@ -200,6 +209,13 @@ class TrainMagics(Magics):
                 if not flag.startswith("--") and token.startswith(flag):
                     return flag
         return max(flags, key=len)
+
+
+def _unquoted(value: Any) -> Any:
+    """An option's text without the quotes around it: IPython keeps them (``--histograms 'encoder.*'``)."""
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
 
 
 def _found(names: list[str], ns: dict[str, Any], kind: type, skip: type | None = None) -> tuple[list[Any], list[str]]:
