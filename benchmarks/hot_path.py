@@ -10,7 +10,8 @@ Two tables, every figure against the bare loop in the same process, runs interle
 
 * **per step**: three loops of very different sizes (a tiny MLP, a 12-layer TransformerEncoder of
   ~110 module calls a step, the seed CIFAR CNN), each run ``--rounds`` times bare and under
-  ``torchmagic.train(display="none")`` with the default schedule (``every=10``), order alternating.
+  ``torchmagic.train(display="none")`` with the default schedule (statistics every 10 steps, the
+  period doubled while that would be more than 20 statistics steps a second), order alternating.
   ``ms/step`` is the median over rounds of each run's median step; ``ratio`` the median of the
   per-round ratios (a round's two runs sit side by side), with their spread; ``+us/step`` the
   added time, and ``+us/call`` that divided by the module calls of a step. ``mean ratio`` uses

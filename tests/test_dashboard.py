@@ -81,11 +81,13 @@ def test_lab_transport_sends_one_message_per_refresh_with_float32_columns():
         opened = len(rec.messages)
         mon = _train(dash, steps=30, step_time=0.01, refresh_interval=0.05, every=5, histograms=True)
     during = rec.messages[opened:]
-    custom = _custom_messages(rec)
+    custom = [m for m in _custom_messages(rec) if m[1]["content"].get("kind") == "torchmagic.refresh"]
     assert len(custom) == dash.messages_sent >= 4  # 30 steps of 10 ms or more: a refresh at least every 5 steps
-    # while training, nothing but our one custom message per refresh goes out
+    # while training, nothing but our one custom message per refresh goes out, and the plots' few
+    # one-time change: the histogram plots join once their parameters are known
     others = [data for kind, data, _ in during if kind == "comm_msg" and data.get("method") != "custom"]
     assert others == []
+    assert len(_custom_messages(rec)) - len(custom) <= 3  # a bokeh patch is three messages
     assert max(_size(m) for m in custom) < 20_000  # a whole 30-step run fits in one message
     # the loss points streamed to the browser are the recorded losses
     losses = []
@@ -96,7 +98,9 @@ def test_lab_transport_sends_one_message_per_refresh_with_float32_columns():
             if batch["source"] == dash.figs.steps.id:
                 losses.extend(np.frombuffer(buffers[batch["columns"]["loss"]], dtype="<f4").tolist())
     assert losses == pytest.approx(mon.result.history["loss"].tolist(), rel=1e-6)
-    assert any(batch["source"] == dash.figs.hist.id for _, d, _ in custom for batch in d["content"]["streams"])
+    hist_ids = {source.id for source in dash.figs.hists}
+    assert len(hist_ids) == 4  # the model's 4 parameters, a plot each
+    assert any(batch["source"] in hist_ids for _, d, _ in custom for batch in d["content"]["streams"])
     # at the end every widget is closed and the output frozen
     closes = [kind for kind, _, _ in rec.messages if kind == "comm_close"]
     assert len(closes) >= 2 and dash.frozen
@@ -271,3 +275,46 @@ def test_a_tight_loop_streams_bounded_refreshes():
 
     few, many = final_refresh_bytes(40), final_refresh_bytes(160)
     assert many <= few + 200 and many <= 6_000, (few, many)  # the layer table's numbers differ a little
+
+
+def test_the_dashboards_own_curves_stay_bounded_however_long_the_run():
+    """600 refreshes of 100 steps each: the copies the dashboard keeps are halved past POINTS_KEPT, the
+    browser gets the halved curve as a replace up to the newest steps, and a CPU run's memory
+    curves carry no CUDA series of the run's whole length."""
+    from torchmagic.display.dashboard import POINTS_KEPT
+
+    result = RunResult()
+    cols: dict[str, list[Any]] = {"step": [], "loss": [], "lr": [], "samples_per_s": [], "grad_norm": []}
+    result.columns = cols  # type: ignore[assignment]  # the dashboard reads columns as a mapping of sequences
+    longest = {"steps": 0, "layers": 0}
+    replaces = 0
+    with recording_comms() as rec:
+        dash = LiveDashboard("model", transport="lab")
+        for refresh in range(600):
+            first = len(cols["step"]) + 1
+            for step in range(first, first + 100):
+                for name, value in zip(cols, (step, 1.0 / step, 0.1, 1e4, 1.0)):
+                    cols[name].append(value)
+                result.layer_rows.append(LayerRow(step, "fc0", "grad_norm", 0.5))
+            result.memory.append_row({"time": refresh * 0.25, "step": step, "rss": 2**30})
+            result.steps = step
+            before = len(rec.messages)
+            dash(Snapshot(result, None, None, 1e4))
+            longest["steps"] = max(longest["steps"], len(dash._points["x"]))
+            longest["layers"] = max(longest["layers"], len(dash._layer_cols["x"]))
+            for _, data, buffers in rec.messages[before:]:
+                content = data.get("content", {})
+                for batch in content.get("replace", []):
+                    if batch["source"] == dash.figs.steps.id:
+                        xs = np.frombuffer(buffers[batch["columns"]["x"]], dtype="<f4")
+                        assert np.all(np.diff(xs) > 0)
+                        assert xs[-1] > step - 500  # up to the newest steps but the last, partial bucket
+                        replaces += 1
+                for batch in content.get("streams", []) + content.get("replace", []):
+                    if batch["source"] == dash.figs.memory.id:
+                        cuda = np.frombuffer(buffers[batch["columns"]["cuda_allocated"]], dtype="<f4")
+                        assert np.isnan(cuda).all() and len(cuda) <= 600
+        dash.freeze(result)
+    assert 600 * 32 > 2 * POINTS_KEPT  # what was thinned in would have passed the bound twice
+    assert longest["steps"] <= POINTS_KEPT and longest["layers"] <= POINTS_KEPT
+    assert replaces >= 2

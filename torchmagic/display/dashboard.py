@@ -7,13 +7,19 @@ Two ways to reach the browser:
 * ``stock`` — stock ipywidgets + jupyter_bokeh (for front ends without the extension): the
   same content, more messages, so it refreshes less often.
 
-When the run ends the live output is replaced by a static HTML snapshot (SVG charts), which
-stays visible in a saved notebook, in nbconvert's HTML and in headless runs, and keeps the
-notebook small; the widgets are then closed.
+When the run ends a static HTML snapshot (SVG charts) is shown: it is what a saved notebook,
+nbconvert's HTML and headless runs keep, and it keeps the notebook small. With the lab transport
+the finished live view stays above it, interactive (zoom, hover), and the snapshot is its *twin*: an
+output of its own that the lab extension's CSS hides in a cell where the live view is rendered,
+and shows wherever it is not (the widgets closed, the kernel gone, a reopened notebook). The
+widgets of the last KEPT_INTERACTIVE finished dashboards stay open; an older one is closed when a
+newer one finishes, and all of them at the kernel's exit. With the stock transport the live output
+is replaced by the snapshot and its widgets closed at once.
 """
 
 from __future__ import annotations
 
+import atexit
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -28,13 +34,14 @@ from torchmagic.core.distributed import DistributedSnapshot
 from torchmagic.core.monitor import Snapshot
 from torchmagic.core.result import RunResult
 from torchmagic.display import figures, panels, protocol
+from torchmagic.display.histogram_curves import HistogramCurves
+from torchmagic.display.optimizer_curves import OptimizerCurves
 from torchmagic.display.rank_curves import RankCurves
-from torchmagic.display.series import Columns, Decimator, SeriesBatch, UpdateKind, as_float32, ema
+from torchmagic.display.series import Columns, Decimator, SeriesBatch, UpdateKind, as_float32, ema, halve
 from torchmagic.display.stock_view import StockView
 from torchmagic.display.svg import PALETTE
 from torchmagic.display.widget import DashboardWidget
 
-HIST_ROLLOVER_SNAPSHOTS = 64
 LAYER_TABLE_INTERVAL = 2.0  # seconds between redraws of the (larger) layer table
 STOCK_INTERVAL = 2.0  # the stock transport sends more messages per refresh: refresh less often
 TRANSPORTS = ("lab", "stock")
@@ -44,7 +51,10 @@ TRANSPORTS = ("lab", "stock")
 POINTS_PER_REFRESH = 32
 LAYER_POINTS_PER_REFRESH = 16
 STEP_CURVES = ("x", "loss", "loss_smooth", "lr", "rate")
-REPLACE_VALUES = 5000  # float32 values of a curve replace that keep it under 20 KB (the step curves: 5 x 1000)
+POINTS_KEPT = 8000  # points per curve the dashboard keeps (then halved): its memory is bounded on any run
+MEMORY_CURVES = ("rss", "cuda_allocated", "cuda_reserved")
+KEPT_INTERACTIVE = 3  # finished dashboards whose live view stays open (their widgets hold at most ~1000 points a curve)
+TWIN_CLASS = "tm-dash-twin"  # the static snapshot next to a live view (see labextension/style/base.css)
 
 
 class SourceUpdate(NamedTuple):
@@ -63,11 +73,15 @@ class SourceUpdate(NamedTuple):
 class LiveDashboard:
     """A monitor ``on_refresh`` callback that draws the run and freezes it at the end."""
 
-    def __init__(self, title: str = "", *, histograms: bool = False, transport: str = "lab") -> None:
+    def __init__(self, title: str = "", *, histograms: bool | Sequence[str] = False, transport: str = "lab") -> None:
+        """``histograms``: draw the gradient histograms of the first parameters (True) or of those
+        matching these glob patterns."""
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}; got {transport!r}")
         self.transport = transport
-        self.figs = figures.build(histograms)
+        self.figs = figures.build(bool(histograms))
+        patterns = () if isinstance(histograms, bool) else tuple(histograms)
+        self._hists = HistogramCurves(self.figs, patterns) if histograms else None
         # The stock view sends no BokehModel: front ends without the extension may load BokehJS from a CDN or not at all.
         self.plot = BokehModel(self.figs.layout) if transport == "lab" else None
         # Points each curve keeps in the browser: more than a plot is wide, and few enough that a
@@ -78,11 +92,12 @@ class LiveDashboard:
         self._rows_seen = 0  # rows of the run's history already thinned into _points
         self._points: dict[str, list[float]] = {name: [] for name in STEP_CURVES}
         self._ranks: RankCurves | None = None  # distributed runs: the curves by rank
+        self._by_optimizer = OptimizerCurves(self.figs)  # several optimizers: loss and lr by optimizer
         self._ema_last: float | None = None
         self._tracked: list[str] = []
         self._layer_cols: dict[str, list[float | None]] = {"x": []}
         self._layer_rows_seen = 0
-        self._hist_last_step = 0
+        self._rate_last: float | None = None  # where the smoothed throughput stands
         self._sections: dict[str, str] = {}
         self._alerts_version = (0, 0, 0)  # alerts, their counts, their message lengths last drawn (revised in place)
         self._layers_at = 0.0
@@ -119,10 +134,11 @@ class LiveDashboard:
     def _changed_sections(self, snap: Snapshot, now: float) -> dict[str, str]:
         r = snap.result
         fresh = {"header": f"<div class='tm-dash'>{panels.header(snap, 'running' if not snap.final else r.status)}</div>"}
-        version = (len(r.alerts), sum(a.count for a in r.alerts), sum(len(a.message) for a in r.alerts))
-        if r.alerts and version != self._alerts_version:
+        note = self._hists.note_html() if self._hists is not None else ""  # about the histograms chosen
+        version = (len(r.alerts), sum(a.count for a in r.alerts), sum(len(a.message) for a in r.alerts), len(note))
+        if (r.alerts or note) and version != self._alerts_version:
             self._alerts_version = version
-            fresh["alerts"] = f"<div class='tm-dash'>{panels.alerts(r)}</div>"
+            fresh["alerts"] = f"<div class='tm-dash'>{panels.alerts(r)}{note}</div>"
         if now - self._layers_at >= LAYER_TABLE_INTERVAL or snap.final:
             self._layers_at = now
             colors = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(self._tracked)}
@@ -142,31 +158,41 @@ class LiveDashboard:
         if ranks and len(ranks) > 1 and self._ranks is None and (len(r.columns.get("step", ())) >= 2 or final):
             self._add_rank_curves(r.columns, ranks)
         self._thin_new_steps(r.columns, ranks)
+        if len(self._points["x"]) > POINTS_KEPT:
+            halve(self._points, "x")
+            self._steps.restart()
         curves: dict[str, Sequence[float | None]] = dict(self._points)
         batch = _take(self._steps, curves, "x")
         if batch is not None:
             out.append(SourceUpdate.of(batch, self.figs.steps))
+        by_optimizer = self._by_optimizer.batch(r, final)
+        if by_optimizer is not None:
+            out.append(SourceUpdate.of(*by_optimizer))
         if self._ranks is not None and ranks:
             out.extend(SourceUpdate.of(batch, source) for batch, source in self._ranks.batches(r.memory, ranks))
         mem = r.memory
         if mem.get("time"):
-            n = len(mem["time"])
             mem_cols: dict[str, Sequence[float | None]] = {"t": mem["time"]}
-            for key in ("rss", "cuda_allocated", "cuda_reserved"):
-                mem_cols[key] = mem.get(key) or [None] * n
+            mem_cols.update((key, mem[key]) for key in MEMORY_CURVES if mem.get(key))
+            if mem.get("cuda_allocated") and mem["cuda_allocated"][-1] is not None:
+                figures.show_cuda_memory(self.figs)  # the CUDA curves only where the run uses CUDA
             batch = _take(self._memory, mem_cols, "t")
             if batch is not None:
-                for key in ("rss", "cuda_allocated", "cuda_reserved"):
-                    batch.columns[key] = batch.columns[key] / np.float32(2**20)
+                points = len(batch.columns["t"])
+                for key in MEMORY_CURVES:  # a series the run lacks (CUDA on a CPU run): gaps, as many as the batch
+                    values = batch.columns.get(key)
+                    batch.columns[key] = values / np.float32(2**20) if values is not None else np.full(points, np.nan, np.float32)
                 out.append(SourceUpdate.of(batch, self.figs.memory))
         self._collect_layer_rows(r)
+        if len(self._layer_cols["x"]) > POINTS_KEPT:
+            halve(self._layer_cols, "x")
+            self._layer_dec.restart()
         layer_curves: dict[str, Sequence[float | None]] = dict(self._layer_cols)
         batch = _take(self._layer_dec, layer_curves, "x")
         if batch is not None:
             out.append(SourceUpdate.of(batch, self.figs.layers))
-        hist = self._histogram_update(r)
-        if hist is not None:
-            out.append(hist)
+        if self._hists is not None:
+            out.extend(SourceUpdate("stream", source, columns, rollover) for source, columns, rollover in self._hists.updates(r))
         return out
 
     def _add_rank_curves(self, cols: Mapping[str, Any], ranks: Mapping[int, Any]) -> None:
@@ -190,7 +216,7 @@ class LiveDashboard:
             "loss": loss,
             "loss_smooth": as_float32(smoothed),
             "lr": _column(cols, "lr", start, stop),
-            "rate": _column(cols, "samples_per_s", start, stop),
+            "rate": self._smoothed_rate(cols, start, stop),
         }
         keep = thin(stop - start, POINTS_PER_REFRESH, extremes=loss)
         for name, values in new.items():
@@ -198,6 +224,11 @@ class LiveDashboard:
         if self._ranks is not None and ranks:  # the same rows, fewer of them where there are many curves
             limit = self._ranks.limit
             self._ranks.append(cols, ranks, start, stop, keep if limit >= POINTS_PER_REFRESH else thin(stop - start, limit))
+
+    def _smoothed_rate(self, cols: Mapping[str, Any], start: int, stop: int) -> np.ndarray:
+        """samples/s of each step is noisy (data loading, GC): smoothed like the loss, over every step."""
+        smoothed, self._rate_last = ema(_column(cols, "samples_per_s", start, stop).tolist(), start=self._rate_last)
+        return as_float32(smoothed)
 
     def _collect_layer_rows(self, r: RunResult) -> None:
         rows = r.layer_rows
@@ -223,24 +254,6 @@ class LiveDashboard:
                 for prefix in ("g", "a"):
                     col = self._layer_cols.setdefault(f"{prefix}{i}", [None] * n)
                     col.append(values.get(f"{prefix}{i}"))
-
-    def _histogram_update(self, r: RunResult) -> SourceUpdate | None:
-        h = r.histograms
-        if self.figs.hist is None or not h or not h["steps"] or h["steps"][-1] <= self._hist_last_step:
-            return None
-        step, counts = h["steps"][-1], h["counts"][-1][: figures.TRACKED_LAYERS]
-        width = step - self._hist_last_step if self._hist_last_step else max(1, step)
-        self._hist_last_step = step
-        bins = len(counts[0]) if counts else 0
-        ys = [k + (b + 0.5) / bins for k in range(len(counts)) for b in range(bins)]
-        values = np.log1p(np.asarray(counts, dtype=np.float32)).reshape(-1)
-        columns = {
-            "x": np.full(len(ys), step - width / 2, dtype=np.float32),
-            "y": np.asarray(ys, dtype=np.float32),
-            "w": np.full(len(ys), width, dtype=np.float32),
-            "v": values,
-        }
-        return SourceUpdate("stream", self.figs.hist, columns, HIST_ROLLOVER_SNAPSHOTS * len(ys))
 
     # ------------------------------------------------------------------ transports
     def _send_lab(self, sections: dict[str, str], progress: dict[str, Any], updates: list[SourceUpdate]) -> None:
@@ -273,11 +286,21 @@ class LiveDashboard:
         if self.frozen:
             return
         self.frozen = True
+        kept = False
         try:
             if self._handle is not None:  # None outside IPython: no output to replace
-                self._handle.update(HTML(panels.snapshot_html(result, snap)))
+                patterns = self._hists.patterns if self._hists is not None else None
+                snapshot = panels.snapshot_html(result, snap, histograms=patterns)
+                if self.transport == "lab":
+                    display(HTML(f"<div class='{TWIN_CLASS}'>{snapshot}</div>"))  # type: ignore[no-untyped-call]
+                    kept = True
+                else:
+                    self._handle.update(HTML(snapshot))
         finally:
-            self.close()
+            if kept:
+                _keep_interactive(self)
+            else:
+                self.close()
 
     def close(self) -> None:
         for w in self._children:
@@ -290,6 +313,25 @@ class LiveDashboard:
         document = self.figs.layout.document
         if document is not None:
             document.remove_root(self.figs.layout)
+
+
+_interactive: list[LiveDashboard] = []  # finished dashboards still open, oldest first
+
+
+def _keep_interactive(dashboard: LiveDashboard) -> None:
+    """Keep ``dashboard``'s widgets open; close the oldest beyond KEPT_INTERACTIVE (their twins then show)."""
+    if not _interactive:
+        atexit.register(close_interactive)
+    _interactive.append(dashboard)
+    while len(_interactive) > KEPT_INTERACTIVE:
+        _interactive.pop(0).close()
+
+
+def close_interactive() -> None:
+    """Close the widgets of every finished dashboard still open (at the kernel's exit)."""
+    while _interactive:
+        _interactive.pop(0).close()
+    atexit.unregister(close_interactive)
 
 
 def _take(decimator: Decimator, columns: dict[str, Sequence[float | None]], x: str) -> SeriesBatch | None:

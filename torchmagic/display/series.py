@@ -8,6 +8,7 @@ most ``limit`` points per curve in the browser, and the cost of a refresh stays 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
@@ -53,6 +54,10 @@ class Decimator:
         self.consumed, self.sent = complete, complete // self.stride
         return SeriesBatch("replace", batch)
 
+    def restart(self) -> None:
+        """The columns it reads were rebuilt (see :func:`halve`): the next take() replaces the curve."""
+        self.stride, self.consumed, self.sent = 1, 0, self.limit + 1
+
     def _buckets(self, columns: dict[str, Sequence[float | None]], x: str, start: int, stop: int) -> Columns:
         s = self.stride
         out: Columns = {}
@@ -66,6 +71,25 @@ class Decimator:
                 with np.errstate(all="ignore"):
                     out[name] = np.nanmean(arr.reshape(-1, s), axis=1).astype(np.float32) if arr.size else arr
         return out
+
+
+def halve(columns: dict[str, list[Any]], x: str) -> None:
+    """Pairs of points merged into one (x: the later one; values: their mean), in place.
+
+    The display's own copy of its curves is halved whenever it passes a bound, so its memory and
+    the work of a replace stay bounded however long the run is; the run's full history is the core's.
+    """
+    for name, values in columns.items():
+        n = len(values) // 2 * 2
+        rest = values[n:]  # an odd newest point stays as it is
+        if name == x:
+            columns[name] = values[1:n:2] + rest
+            continue
+        arr = as_float32(values[:n]).reshape(-1, 2)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a pair of two gaps stays a gap
+            merged = np.nanmean(arr, axis=1)
+        columns[name] = merged.tolist() + rest
 
 
 class Smoothed(NamedTuple):
