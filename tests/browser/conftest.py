@@ -117,6 +117,14 @@ def _start_server(app: str, tmp: Path) -> JupyterServer:
         JUPYTER_PLATFORM_DIRS="1",
         PYTHONUNBUFFERED="1",
     )
+    built = REPO / "torchmagic" / "labextension"
+    if (built / "package.json").exists():
+        # The extension as last built here (`jlpm run build`), ahead of the copy an earlier
+        # `pip install` left in the environment: Jupyter takes the first one of a name on its path.
+        link = tmp / "data" / "labextensions" / "torchmagic-lab"
+        link.parent.mkdir(parents=True)
+        link.symlink_to(built, target_is_directory=True)
+        env["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(tmp / "data"), env.get("JUPYTER_PATH")]))
     log_path = tmp / f"jupyter-{app}.log"
     command = [
         sys.executable, "-m", "jupyter", app,
