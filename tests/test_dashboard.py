@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
 from typing import Any, NamedTuple
 
@@ -318,3 +320,65 @@ def test_the_dashboards_own_curves_stay_bounded_however_long_the_run():
     assert 600 * 32 > 2 * POINTS_KEPT  # what was thinned in would have passed the bound twice
     assert longest["steps"] <= POINTS_KEPT and longest["layers"] <= POINTS_KEPT
     assert replaces >= 2
+
+
+def test_finished_lab_dashboards_stay_open_next_to_their_twin_until_newer_ones_finish(shell, monkeypatch):
+    """The live view stays interactive after the run; its static twin is published as an output of its
+    own; past KEPT_INTERACTIVE finished dashboards the oldest one's widgets are closed, and the rest at exit."""
+    from torchmagic.display import dashboard
+
+    published: list[str] = []
+    monkeypatch.setattr(shell.display_pub, "publish", lambda data, *a, **k: published.append(data.get("text/html", "")))
+    shell.run_cell("import torch\nmodel = torch.nn.Linear(4, 1)\nopt = torch.optim.SGD(model.parameters(), lr=0.05)")
+    step = "opt.zero_grad(); model(torch.ones(2, 4)).sum().backward(); opt.step()"
+    loop = f"%%train --display widgets --every 1\nfor _ in range(5):\n    {step}"
+    with recording_comms() as rec:
+        try:
+            for run in range(dashboard.KEPT_INTERACTIVE + 1):
+                assert shell.run_cell(loop).success
+                kept = list(dashboard._interactive)
+                if run == 0:
+                    first = kept[0]
+                    assert first.frozen and first.widget.comm is not None  # still open: zoom and hover work
+                    twins = [html for html in published if dashboard.TWIN_CLASS in html]
+                    assert len(twins) == 1 and "<svg" in twins[0] and "<script" not in twins[0]
+            assert len(kept) == dashboard.KEPT_INTERACTIVE and first not in kept
+            assert first.widget.comm is None  # the oldest was closed when the newest finished
+        finally:
+            dashboard.close_interactive()
+    assert dashboard._interactive == [] and all(d.widget.comm is None for d in kept)
+    assert sum(kind == "comm_close" for kind, _, _ in rec.messages) >= 2 * (dashboard.KEPT_INTERACTIVE + 1)
+
+
+def test_the_charts_reflow_and_a_constant_learning_rate_is_drawn_from_zero():
+    from bokeh.models import NoOverlap
+
+    from torchmagic.display import figures
+
+    figs = figures.build()
+    assert figs.layout.styles["grid-template-columns"].startswith("repeat(auto-fill")
+    charts = [fig for fig, _, _ in figs.layout.children]
+    assert all(fig.sizing_mode == "stretch_width" and fig.min_width == figures.MIN_WIDTH for fig in charts)
+    assert all(isinstance(axis.major_label_policy, NoOverlap) for fig in charts for axis in (*fig.xaxis, *fig.yaxis))
+    lr = next(fig for fig in charts if fig.title.text == "learning rate")
+    assert lr.y_range.start == 0 and math.isnan(lr.y_range.end)  # the top follows the rate: 0.05 is a line at 0.05
+
+
+def test_every_live_step_chart_has_its_frozen_twin_with_the_same_title_and_layer_colours():
+    with recording_comms():
+        dash = LiveDashboard("model", transport="lab")
+        mon = _train(dash, steps=40, every=5)
+    live = [fig.title.text for fig, _, _ in dash.figs.layout.children]
+    html = panels.snapshot_html(mon.result)
+    frozen = re.findall(r'<svg[^>]*class="tm-chart"><text[^>]*>([^<]*)</text>', html)
+    assert live and all(title in frozen for title in live), (live, frozen)
+    grad = next(chart for chart in html.split("<svg")[1:] if chart.count(">grad norm (log scale)") == 1)
+    for name in ("global", "0", "2"):  # the legend names the global norm and each layer with a gradient, as the live lines
+        assert f">{name}</text>" in grad, name
+    assert ">activation std by layer</text>" in html
+    for fig, _, _ in dash.figs.layout.children:  # each live line's colour is drawn in its frozen twin
+        twin = next(chart for chart in html.split("<svg")[1:] if f">{fig.title.text}</text>" in chart)
+        for renderer in fig.renderers:
+            color = renderer.glyph.line_color
+            if fig.title.text != "activation std by layer" and not str(renderer.glyph.y).startswith(("g", "a")):
+                assert color in twin, (fig.title.text, renderer.glyph.y, color)

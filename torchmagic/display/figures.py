@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from bokeh.models import ColumnDataSource, DataRange1d, GridBox, HoverTool, NoOverlap
 from bokeh.plotting import figure
 
+from torchmagic.display import chart_titles as titles
 from torchmagic.display.figure_parts import histogram_figure, legend_above
 from torchmagic.display.series import rank_column_names
 from torchmagic.display.svg import PALETTE
 
-TRACKED_LAYERS = 8
+TRACKED_LAYERS = titles.TRACKED_LAYERS
 WIDTH, HEIGHT = 330, 185
 MIN_WIDTH = 300  # a chart narrower than this cannot show its title, ticks and toolbar side by side
 # The grid reflows: as many columns of at least MIN_WIDTH as the output area holds, each stretched to an
@@ -66,23 +67,23 @@ def build(histograms: bool = False) -> DashboardFigures:
     layer_cols = ["x", "gn"] + [f"g{i}" for i in range(TRACKED_LAYERS)] + [f"a{i}" for i in range(TRACKED_LAYERS)]
     layers = ColumnDataSource({k: [] for k in layer_cols}, name="tm-layers")
 
-    loss = _figure("loss")
-    loss.line("x", "loss", source=steps, color="#9ecae1", legend_label="raw")
-    loss.line("x", "loss_smooth", source=steps, color=PALETTE[0], line_width=2, legend_label="smoothed")
+    loss = _figure(titles.LOSS)
+    loss.line("x", "loss", source=steps, color=titles.RAW_LOSS_COLOR, legend_label="raw")
+    loss.line("x", "loss_smooth", source=steps, color=_color("loss_smooth"), line_width=2, legend_label="smoothed")
     legend_above(loss)
     # From 0: a constant rate is a line at its value (DataRange1d spans -1..1 around a constant series).
-    lr = _figure("learning rate", y_range=DataRange1d(start=0))
-    lr.line("x", "lr", source=steps, color=PALETTE[1])
-    rate = _figure("throughput (samples/s, smoothed)")
-    rate.line("x", "rate", source=steps, color=PALETTE[2])
-    grad = _figure("gradient norm (log scale): global (black), by layer", y_axis_type="log")
-    grad.line("x", "gn", source=layers, color="#222", line_width=1.5)
+    lr = _figure(titles.LR, y_range=DataRange1d(start=0))
+    lr.line("x", "lr", source=steps, color=_color("lr"))
+    rate = _figure(titles.THROUGHPUT)
+    rate.line("x", "rate", source=steps, color=_color("rate"))
+    grad = _figure(titles.GRAD_NORM, y_axis_type="log")
+    grad.line("x", "gn", source=layers, color=titles.GLOBAL_NORM_COLOR, line_width=1.5)
     for i in range(TRACKED_LAYERS):
         grad.line("x", f"g{i}", source=layers, color=PALETTE[i % len(PALETTE)], alpha=0.8)
-    memory = _figure("memory (MiB)", x_label="seconds")
-    memory.line("t", "rss", source=mem, color=PALETTE[4], legend_label="RSS")  # CUDA joins where it is used
+    memory = _figure(titles.MEMORY, x_label="seconds")
+    memory.line("t", "rss", source=mem, color=_color("rss"), legend_label="RSS")  # CUDA joins where it is used
     legend_above(memory)
-    last = _figure("activation std by layer")
+    last = _figure(titles.ACTIVATION_STD)
     for i in range(TRACKED_LAYERS):
         last.line("x", f"a{i}", source=layers, color=PALETTE[i % len(PALETTE)], alpha=0.8)
     charts = [loss, lr, rate, grad, memory, last]
@@ -93,6 +94,10 @@ def build(histograms: bool = False) -> DashboardFigures:
         styles=GRID_STYLES,
     )
     return DashboardFigures(layout, steps, mem, layers)
+
+
+def _color(series_name: str) -> str:
+    return PALETTE[titles.SERIES_COLORS[series_name]]
 
 
 def _next_row(figs: DashboardFigures) -> int:
@@ -113,8 +118,9 @@ def show_cuda_memory(figs: DashboardFigures) -> None:
     memory = _drawing(figs, "rss")
     if memory is None or len(memory.renderers) > 1:
         return
-    memory.line("t", "cuda_allocated", source=figs.memory, color=PALETTE[3], legend_label="CUDA allocated")
-    memory.line("t", "cuda_reserved", source=figs.memory, color=PALETTE[5], legend_label="CUDA reserved", line_dash="dashed")
+    memory.line("t", "cuda_allocated", source=figs.memory, color=_color("cuda_allocated"), legend_label="CUDA allocated")
+    reserved = _color("cuda_reserved")
+    memory.line("t", "cuda_reserved", source=figs.memory, color=reserved, legend_label="CUDA reserved", line_dash="dashed")
 
 
 def add_histograms(figs: DashboardFigures, names: list[str]) -> list[ColumnDataSource]:

@@ -13,9 +13,12 @@ from torchmagic.core.formatting import duration, nbytes, number, rate
 from torchmagic.core.monitor import Snapshot
 from torchmagic.core.naming import MODEL_LABEL
 from torchmagic.core.result import RunResult
+from torchmagic.display import chart_titles as titles
 from torchmagic.display import histograms as hist_charts
 from torchmagic.display import optimizer_curves, series, svg
+from torchmagic.display.chart_titles import TRACKED_LAYERS
 from torchmagic.display.series import ema
+from torchmagic.display.svg import PALETTE
 
 STATUS_COLORS = {"running": "#1f77b4", "completed": "#2ca02c", "interrupted": "#ff7f0e", "failed": "#d62728"}
 ALERT_ICONS = {
@@ -168,17 +171,25 @@ def snapshot_html(result: RunResult, snap: Snapshot | None = None, histograms: S
     cols = result.columns
     steps = cols.get("step", [])
     charts = [
-        svg.line_chart("loss", steps, {"loss": cols.get("loss", []), "smoothed": ema(cols.get("loss", [])).values}),
-        svg.line_chart("learning rate", steps, {"lr": cols.get("lr", [])}),
-        svg.line_chart("samples/s (smoothed)", steps, {"samples/s": ema(cols.get("samples_per_s", [])).values}),
-        svg.line_chart("gradient norm (log scale)", steps, {"grad norm": cols.get("grad_norm", [])}, log_y=True),
+        svg.line_chart(
+            titles.LOSS,
+            steps,
+            {"raw": cols.get("loss", []), "smoothed": ema(cols.get("loss", [])).values},
+            colors=[titles.RAW_LOSS_COLOR, _color("loss_smooth")],
+        ),
+        svg.line_chart(titles.LR, steps, {"lr": cols.get("lr", [])}, colors=[_color("lr")]),
+        svg.line_chart(titles.THROUGHPUT, steps, {"samples/s": _smoothed_rate(cols)}, colors=[_color("rate")]),
+        *layer_charts(result),
     ]
     if optimizer_curves.several(result):  # a curve per optimizer, not their losses in one zig-zag
         charts[:2] = optimizer_curves.optimizer_charts(result)
     mem = result.memory
     if mem.get("time"):
-        mib = {label: [None if v is None else v / 2**20 for v in mem[k]] for k, label in _MEMORY_LABELS.items() if k in mem}
-        charts.append(svg.line_chart("memory (MiB) over time (s)", mem["time"], mib, legend=True))
+        present = [k for k in _MEMORY_LABELS if k in mem]
+        mib = {_MEMORY_LABELS[k]: [None if v is None else v / 2**20 for v in mem[k]] for k in present}
+        colors = [_color(k) for k in present]
+        # where the live grid has it: after the gradient norms
+        charts.insert(4, svg.line_chart(titles.MEMORY, mem["time"], mib, legend=True, colors=colors))
     ranks = snap.ranks if isinstance(snap, DistributedSnapshot) and len(snap.ranks) > 1 else None
     if ranks:
         charts.extend(rank_charts(cols, ranks, mem))
@@ -192,6 +203,40 @@ def snapshot_html(result: RunResult, snap: Snapshot | None = None, histograms: S
         f"{hist_charts.section_html(result.histograms, histograms or ())}{layers(result)}"
         f'<div style="color:#888">torchmagic · {escape(result.summary())}</div></div>'
     )
+
+
+def _smoothed_rate(cols: Any) -> list[float | None]:
+    return ema(cols.get("samples_per_s", [])).values
+
+
+def _color(series_name: str) -> str:
+    return PALETTE[titles.SERIES_COLORS[series_name]]
+
+
+def layer_charts(result: RunResult) -> list[str]:
+    """The gradient norms (global and by layer) and the activation std by layer, as the live plots draw
+    them: the first TRACKED_LAYERS layers with a gradient norm, in the same colours."""
+    cols = result.columns
+    steps, norms = cols.get("step", []), cols.get("grad_norm", [])
+    tracked: list[str] = []
+    by_stat: dict[str, dict[str, dict[int, float]]] = {"grad_norm": {}, "act_std": {}}
+    for step, name, stat, value in result.layer_rows:
+        if stat == "grad_norm" and name not in tracked and len(tracked) < TRACKED_LAYERS:
+            tracked.append(name)
+        if stat in by_stat:
+            by_stat[stat].setdefault(name, {})[step] = value
+    scheduled = sorted({step for values in by_stat["grad_norm"].values() for step in values})
+    grad_xs = list(steps) if not scheduled else scheduled
+    global_norm = list(norms) if not scheduled else [norms[s - 1] if s <= len(norms) else None for s in scheduled]
+    grad_series: dict[str, Sequence[float | None]] = {"global": global_norm}
+    grad_series.update((name, [by_stat["grad_norm"].get(name, {}).get(s) for s in scheduled]) for name in tracked)
+    colors = [titles.GLOBAL_NORM_COLOR] + [PALETTE[i % len(PALETTE)] for i in range(len(tracked))]
+    charts = [svg.line_chart(titles.GRAD_NORM, grad_xs, grad_series, log_y=True, colors=colors)]
+    act_steps = sorted({step for values in by_stat["act_std"].values() for step in values})
+    if act_steps:
+        acts = {name: [by_stat["act_std"].get(name, {}).get(s) for s in act_steps] for name in tracked}
+        charts.append(svg.line_chart(titles.ACTIVATION_STD, act_steps, acts, colors=colors[1:]))
+    return charts
 
 
 def rank_charts(cols: Any, ranks: Any, memory: Any = None) -> list[str]:
