@@ -51,7 +51,19 @@ JS_HAS_KERNEL = (
 }"""
 )
 
-STEP_MOVING = f"() => /step [1-9]/.test(document.querySelector('{KERNEL} .torchmagic-run-step')?.textContent ?? '')"
+# The panel's entry for the notebook at `path` (other tests' kernels may still be listed).
+JS_MY_STEP = (
+    f"(path) => [...document.querySelectorAll('{KERNEL}')].find(li => "
+    "li.querySelector('.torchmagic-kernel-label')?.textContent.includes(path))"
+    "?.querySelector('.torchmagic-run-step')?.textContent ?? ''"
+)
+STEP_MOVING = "(path) => /step [1-9]/.test((" + JS_MY_STEP + ")(path))"
+
+JS_INDICATOR = (
+    "(path) => (" + JS_FIND_NOTEBOOK + ")(path)?.node.querySelector('.jp-Notebook-ExecutionIndicator')"
+    "?.getAttribute('data-status') ?? null"
+)
+JS_SHUT_DOWN = "(path) => (" + JS_FIND_NOTEBOOK + ")(path)?.sessionContext.shutdown()"
 
 
 def _show_panel(page) -> None:
@@ -64,7 +76,7 @@ def _statuses_while_running(page, path: str, samples: int = 12) -> list[str | No
     """Lab's kernel status, sampled while the panel shows the run's step moving."""
     seen = []
     for _ in range(samples):
-        page.wait_for_function(STEP_MOVING, timeout=30000)
+        page.wait_for_function(STEP_MOVING, arg=path, timeout=30000)
         seen.append(page.evaluate(JS_KERNEL_STATUS, path))
         page.wait_for_timeout(250)
     return seen
@@ -77,6 +89,7 @@ def _reload_during_run(server, browser, artifacts, width: int) -> None:
     path = f"{name}.ipynb"
     context = browser.new_context(viewport={"width": width, "height": 900})
     page = context.new_page()
+    mine = page.locator(KERNEL).filter(has_text=path)
     watch = PageWatch.attach(page)
     try:
         page.goto(server.page_url(f"lab/tree/{path}" if app == "lab" else f"notebooks/{path}"))
@@ -85,16 +98,15 @@ def _reload_during_run(server, browser, artifacts, width: int) -> None:
         _show_panel(page)
         _run_cell(page, path, 0)
         _wait_cell_done(page, path, 0)
-        page.locator(f"{KERNEL} .torchmagic-kernel-memory").wait_for(timeout=15000)
+        mine.locator(".torchmagic-kernel-memory").wait_for(timeout=15000)
 
         # The run, with the panel subscribed: the kernel reads Busy all along, in the notebook's
         # session and in JupyterLab's execution indicator.
         _run_cell(page, path, 1)
-        page.wait_for_function(STEP_MOVING, timeout=60000)
+        page.wait_for_function(STEP_MOVING, arg=path, timeout=60000)
         assert set(_statuses_while_running(page, path)) == {"busy"}
-        indicator = page.locator(".jp-Notebook-ExecutionIndicator")
-        if indicator.count():
-            assert indicator.first.get_attribute("data-status") == "busy"
+        indicator = page.evaluate(JS_INDICATOR, path)  # this notebook's, not another's the workspace restored
+        assert indicator in ("busy", None), indicator
         page.screenshot(path=str(artifacts / f"{name}-before.png"))
 
         # The reload: new comm objects, no hello; the kernel is still in the cell.
@@ -103,14 +115,14 @@ def _reload_during_run(server, browser, artifacts, width: int) -> None:
         page.wait_for_function(JS_HAS_KERNEL, arg=path, timeout=60000)
         page.evaluate(JS_COLLECT_ERRORS, path)
         _show_panel(page)
-        run = page.locator(f'{KERNEL} .torchmagic-run[data-status="running"]')
+        run = mine.locator('.torchmagic-run[data-status="running"]')
         run.wait_for(timeout=30000)
-        assert page.locator(KERNEL).count() == 1
-        assert path in page.locator(f"{KERNEL} .torchmagic-kernel-label").inner_text()
-        assert page.locator(f"{KERNEL} .torchmagic-kernel-version").inner_text().startswith("torchmagic ")
+        assert mine.count() == 1
+        assert path in mine.locator(".torchmagic-kernel-label").inner_text()
+        assert mine.locator(".torchmagic-kernel-version").inner_text().startswith("torchmagic ")
         assert page.locator(f"{PANEL} .torchmagic-panel-empty").count() == 0
-        page.wait_for_function(STEP_MOVING, timeout=30000)
-        stop = page.locator(f"{KERNEL} button.torchmagic-stop")
+        page.wait_for_function(STEP_MOVING, arg=path, timeout=30000)
+        stop = mine.locator("button.torchmagic-stop")
         assert stop.inner_text() == "Stop" and stop.is_enabled()
         assert page.evaluate("window.jupyterapp.commands.isEnabled('torchmagic:stop-training')")
         if app == "lab":
@@ -121,13 +133,13 @@ def _reload_during_run(server, browser, artifacts, width: int) -> None:
         page.screenshot(path=str(artifacts / f"{name}-after-reload.png"))
 
         stop.click()
-        page.locator(f'{KERNEL} .torchmagic-run[data-status="interrupted"]').wait_for(timeout=60000)
+        mine.locator('.torchmagic-run[data-status="interrupted"]').wait_for(timeout=60000)
         page.wait_for_function("() => window.__torchmagicErrors.length > 0", timeout=30000)
         errors = page.evaluate("window.__torchmagicErrors")
         assert len(errors) == 1, errors
         lines = errors[0].strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("TrainingStopped: training stopped after step "), errors
-        assert page.locator(f"{KERNEL} button.torchmagic-stop").is_disabled()
+        assert mine.locator("button.torchmagic-stop").is_disabled()
         page.wait_for_function(
             "(path) => (" + JS_FIND_NOTEBOOK + ")(path).sessionContext.kernelDisplayStatus === 'idle'", arg=path, timeout=30000
         )
@@ -137,6 +149,10 @@ def _reload_during_run(server, browser, artifacts, width: int) -> None:
             assert watch.page_errors == [], watch.page_errors
         assert watch.foreign_requests() == [], watch.foreign_requests()
     finally:
+        try:  # the next test's panel lists its own kernel, not this one too
+            page.evaluate(JS_SHUT_DOWN, path)
+        except Exception:  # noqa: BLE001 - the page may be gone after a failure
+            pass
         context.close()
 
 
