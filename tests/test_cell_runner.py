@@ -209,3 +209,15 @@ def test_an_exception_that_renders_itself_keeps_its_own_rendering(setup_shell, c
     result = run(setup_shell, "%%train --display none", "raise Remote()\n")
     assert type(result.error_in_exec).__name__ == "Remote"
     assert plain(capsys.readouterr().out).splitlines() == ["remote: it failed there"]
+
+
+@pytest.mark.parametrize("magic", ["train", "profile", "memory"])
+def test_a_final_expression_is_shown_as_without_the_magic_and_a_semicolon_hides_it(setup_shell, magic, monkeypatch):
+    shown: list[str] = []
+    monkeypatch.setattr(setup_shell.display_pub, "publish", lambda data, *a, **k: shown.append(data.get("text/plain", "")))
+    result = run(setup_shell, MAGICS[magic], LOOP + "'final value ' + str(len(X))\n")
+    assert result.error_in_exec is None, result.error_in_exec
+    assert "'final value 64'" in shown
+    shown.clear()
+    result = run(setup_shell, MAGICS[magic], LOOP + "'hidden ' + str(len(X));\n")
+    assert result.error_in_exec is None and not any("hidden" in text for text in shown), shown

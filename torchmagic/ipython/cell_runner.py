@@ -12,6 +12,7 @@ for an explained shape error, torch's): ``_render_traceback_`` is the hook IPyth
 
 from __future__ import annotations
 
+import ast
 import os
 import sys
 import types
@@ -20,6 +21,7 @@ from typing import Any
 
 import IPython
 import torch
+from IPython.display import display
 
 import torchmagic
 
@@ -35,7 +37,10 @@ class Cell:
     raw: str  # as typed
     source: str  # after transform_cell: plain Python
     filename: str  # the name tracebacks and linecache know it by
-    code: types.CodeType
+    code: types.CodeType  # the whole cell
+    # The cell split as IPython runs it: all but a final expression, and that expression, whose value
+    # is shown (not with a trailing ";"); None when the cell does not end with one.
+    last_expression: tuple[types.CodeType, types.CodeType] | None = None
 
 
 def compile_cell(shell: Any, raw: str) -> Cell:
@@ -45,14 +50,30 @@ def compile_cell(shell: Any, raw: str) -> Cell:
     filename = shell.compile.cache(source, running_cell_number(shell), raw_code=raw)
     flags = getattr(shell.compile, "flags", 0)  # `from __future__ import ...` run in an earlier cell
     code = compile(source, filename, "exec", flags, dont_inherit=True)
-    return Cell(raw, source, filename, code)
+    return Cell(raw, source, filename, code, _split_last_expression(source, filename, flags))
+
+
+def _split_last_expression(source: str, filename: str, flags: int) -> tuple[types.CodeType, types.CodeType] | None:
+    tree = compile(source, filename, "exec", flags | ast.PyCF_ONLY_AST, dont_inherit=True)
+    if not tree.body or not isinstance(tree.body[-1], ast.Expr) or source.rstrip().endswith(";"):
+        return None
+    body = compile(ast.Module(tree.body[:-1], type_ignores=[]), filename, "exec", flags, dont_inherit=True)
+    last = compile(ast.Expression(tree.body[-1].value), filename, "eval", flags, dont_inherit=True)
+    return body, last
 
 
 def run_cell(shell: Any, cell: Cell) -> None:
     """Run the cell in the notebook's namespace; an exception shows the cell's frames, not ours."""
     __tracebackhide__ = True
     try:
-        exec(cell.code, shell.user_ns)
+        if cell.last_expression is None:
+            exec(cell.code, shell.user_ns)
+        else:
+            body, last = cell.last_expression
+            exec(body, shell.user_ns)
+            value = eval(last, shell.user_ns)
+            if value is not None:  # shown as the cell's value would be (the magic's own result is Out[n])
+                display(value)  # type: ignore[no-untyped-call]
     except Exception as exc:
         show_user_frames(shell, exc, cell.filename)
         raise
