@@ -62,7 +62,8 @@ class TrainMagics(Magics):
         type=int,
         default=None,
         metavar="N",
-        help="backward() calls the loop will make, when it cannot be read from the loop (for progress/ETA)",
+        help="iterations the loop will make (its backward() calls; with several optimizers stepping in turn, one per round), "
+        "when they cannot be read from the loop (for progress/ETA)",
     )
     @argument(
         "--display",
