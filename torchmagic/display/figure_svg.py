@@ -47,7 +47,7 @@ def figure_svg(fig: Any, width: int = WIDTH, height: int = HEIGHT) -> str:
         if not isinstance(glyph, Line) or glyph.x not in data or glyph.y not in data:
             continue
         xs = data[glyph.x]
-        series[labels.get(r.id, r.name or glyph.y)] = data[glyph.y]  # a line's name: what the frozen view calls it
+        series[labels.get(r.id, glyph.y)] = data[glyph.y]
         colors.append(str(glyph.line_color))
     keep = _thin(len(xs), POINTS)
     return svg.line_chart(

@@ -31,7 +31,6 @@ class DashboardFigures:
     ranks: ColumnDataSource | None = None  # distributed runs: x, l0.., t0.., r0.. (by rank) or l_p0.. .. r_p100 (a band)
     rank_memory: ColumnDataSource | None = None  # distributed runs: t, m0.. (RSS), c0.. (CUDA allocated) or m_p0.. (MiB)
     hists: list[ColumnDataSource] = field(default_factory=list)  # one per parameter shown: x, w, y, v (see add_histograms)
-    logged: list[ColumnDataSource] = field(default_factory=list)  # one per logged value charted: x (step), y
 
 
 def _figure(title: str, x_label: str = "step", **kw: object) -> figure:
@@ -139,27 +138,6 @@ def add_histograms(figs: DashboardFigures, names: list[str]) -> list[ColumnDataS
     placed = [(fig, first + i // 3, i % 3) for i, fig in enumerate(charts)]
     figs.layout.children = [*figs.layout.children, *placed]  # type: ignore[attr-defined]
     return figs.hists
-
-
-def add_logged(figs: DashboardFigures, names: list[str]) -> list[ColumnDataSource]:
-    """A chart per logged value in ``names``, titled by its name, below the others: a line through the
-    logged points and a marker at each (a value logged once, or every few hundred steps, still shows).
-    Returns their sources, also appended to ``figs.logged``."""
-    first = _next_row(figs)
-    color = PALETTE[titles.LOGGED_COLOR]
-    sources, charts = [], []
-    for name in names:
-        source = ColumnDataSource({"x": [], "y": []}, name=f"tm-logged-{len(figs.logged) + len(sources)}")
-        chart = _figure(name)
-        line = chart.line("x", "y", source=source, color=color, name=name)  # the series' name in the stock view's SVG
-        chart.scatter("x", "y", source=source, color=color, size=4)
-        chart.select_one(HoverTool).renderers = [line]  # one tooltip per step, not the line's and the marker's
-        sources.append(source)
-        charts.append(chart)
-    placed = [(fig, first + i // 3, i % 3) for i, fig in enumerate(charts)]
-    figs.layout.children = [*figs.layout.children, *placed]  # type: ignore[attr-defined]
-    figs.logged.extend(sources)
-    return sources
 
 
 def add_ranks(

@@ -8,6 +8,7 @@ from html import escape
 from typing import Any
 
 from torchmagic.core.distributed import DistributedSnapshot
+from torchmagic.core.distributed.merge import SPREAD_COLUMNS
 from torchmagic.core.formatting import duration, nbytes, number, rate
 from torchmagic.core.monitor import Snapshot
 from torchmagic.core.naming import MODEL_LABEL
@@ -192,8 +193,10 @@ def snapshot_html(result: RunResult, snap: Snapshot | None = None, histograms: S
     ranks = snap.ranks if isinstance(snap, DistributedSnapshot) and len(snap.ranks) > 1 else None
     if ranks:
         charts.extend(rank_charts(cols, ranks, mem))
-    for name in titles.logged_columns(cols, isinstance(snap, DistributedSnapshot)):
-        charts.append(svg.line_chart(name, steps, {name: cols[name]}, colors=[PALETTE[titles.LOGGED_COLOR]]))
+    aggregate = _RANK_COLUMNS if isinstance(snap, DistributedSnapshot) else set()
+    logged = [k for k in cols if k not in _BUILTIN_COLUMNS and k not in aggregate and not k.startswith("lr_")]
+    for name in logged[:4]:
+        charts.append(svg.line_chart(name, steps, {name: cols[name]}))
     return (
         f'{STYLE}<div class="tm-dash"><div>{header(snap, result.status)}</div>'
         f'<div>{_error(result)}{alerts(result)}</div><div class="tm-charts">{"".join(charts)}</div>'
@@ -271,3 +274,6 @@ def text(result: RunResult) -> str:
 
 
 _MEMORY_LABELS = {"rss": "RSS", "cuda_allocated": "CUDA allocated", "cuda_reserved": "CUDA reserved"}  # as the live plot
+_BUILTIN_COLUMNS = {"step", "time", "loss", "lr", "grad_norm", "samples_per_s", "step_time", "optimizer", "iteration"}
+# the aggregate of a distributed run: percentiles across ranks and the ranks' local time, drawn by rank
+_RANK_COLUMNS = {"local_time", *(f"{c}_{q}" for c in SPREAD_COLUMNS for q in series.SPREAD)}
