@@ -82,7 +82,9 @@ def _statuses_while_running(page, path: str, samples: int = 12) -> list[str | No
     return seen
 
 
-def _reload_during_run(server, browser, artifacts, width: int) -> None:
+def _reload_during_run(server, browser, artifacts, width: int) -> str:
+    """Runs the reload scenario (asserting on the panel as it goes); the line the stopped cell ended with."""
+    stopped_line = ""
     app = server.app
     name = f"reload-{app}-{width}"
     (server.root / f"{name}.ipynb").write_text(_notebook(SETUP, TRAIN_LONG))
@@ -138,7 +140,8 @@ def _reload_during_run(server, browser, artifacts, width: int) -> None:
         errors = page.evaluate("window.__torchmagicErrors")
         assert len(errors) == 1, errors
         lines = errors[0].strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("TrainingStopped: training stopped after step "), errors
+        assert len(lines) == 1, errors
+        stopped_line = lines[0]
         assert mine.locator("button.torchmagic-stop").is_disabled()
         page.wait_for_function(
             "(path) => (" + JS_FIND_NOTEBOOK + ")(path).sessionContext.kernelDisplayStatus === 'idle'", arg=path, timeout=30000
@@ -154,13 +157,16 @@ def _reload_during_run(server, browser, artifacts, width: int) -> None:
         except Exception:  # noqa: BLE001 - the page may be gone after a failure
             pass
         context.close()
+    return stopped_line
 
 
 @pytest.mark.parametrize("width", [1400, 1000])
 def test_lab_reload_during_run(lab_server, browser, artifacts, width):
-    _reload_during_run(lab_server, browser, artifacts, width)
+    stopped = _reload_during_run(lab_server, browser, artifacts, width)
+    assert stopped.startswith("TrainingStopped: training stopped after step "), stopped
 
 
 @pytest.mark.parametrize("width", [1400, 1000])
 def test_notebook7_reload_during_run(notebook_server, browser, artifacts, width):
-    _reload_during_run(notebook_server, browser, artifacts, width)
+    stopped = _reload_during_run(notebook_server, browser, artifacts, width)
+    assert stopped.startswith("TrainingStopped: training stopped after step "), stopped
