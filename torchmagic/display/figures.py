@@ -69,19 +69,19 @@ def build(histograms: bool = False) -> DashboardFigures:
 
     loss = _figure(titles.LOSS)
     loss.line("x", "loss", source=steps, color=titles.RAW_LOSS_COLOR, legend_label="raw")
-    loss.line("x", "loss_smooth", source=steps, color=_color("loss_smooth"), line_width=2, legend_label="smoothed")
+    loss.line("x", "loss_smooth", source=steps, color=titles.color("loss_smooth"), line_width=2, legend_label="smoothed")
     legend_above(loss)
     # From 0: a constant rate is a line at its value (DataRange1d spans -1..1 around a constant series).
     lr = _figure(titles.LR, y_range=DataRange1d(start=0))
-    lr.line("x", "lr", source=steps, color=_color("lr"))
+    lr.line("x", "lr", source=steps, color=titles.color("lr"))
     rate = _figure(titles.THROUGHPUT)
-    rate.line("x", "rate", source=steps, color=_color("rate"))
+    rate.line("x", "rate", source=steps, color=titles.color("rate"))
     grad = _figure(titles.GRAD_NORM, y_axis_type="log")
     grad.line("x", "gn", source=layers, color=titles.GLOBAL_NORM_COLOR, line_width=1.5)
     for i in range(TRACKED_LAYERS):
         grad.line("x", f"g{i}", source=layers, color=PALETTE[i % len(PALETTE)], alpha=0.8)
     memory = _figure(titles.MEMORY, x_label="seconds")
-    memory.line("t", "rss", source=mem, color=_color("rss"), legend_label="RSS")  # CUDA joins where it is used
+    memory.line("t", "rss", source=mem, color=titles.color("rss"), legend_label="RSS")  # CUDA joins where it is used
     legend_above(memory)
     last = _figure(titles.ACTIVATION_STD)
     for i in range(TRACKED_LAYERS):
@@ -94,10 +94,6 @@ def build(histograms: bool = False) -> DashboardFigures:
         styles=GRID_STYLES,
     )
     return DashboardFigures(layout, steps, mem, layers)
-
-
-def _color(series_name: str) -> str:
-    return PALETTE[titles.SERIES_COLORS[series_name]]
 
 
 def _next_row(figs: DashboardFigures) -> int:
@@ -118,8 +114,8 @@ def show_cuda_memory(figs: DashboardFigures) -> None:
     memory = _drawing(figs, "rss")
     if memory is None or len(memory.renderers) > 1:
         return
-    memory.line("t", "cuda_allocated", source=figs.memory, color=_color("cuda_allocated"), legend_label="CUDA allocated")
-    reserved = _color("cuda_reserved")
+    memory.line("t", "cuda_allocated", source=figs.memory, color=titles.color("cuda_allocated"), legend_label="CUDA allocated")
+    reserved = titles.color("cuda_reserved")
     memory.line("t", "cuda_reserved", source=figs.memory, color=reserved, legend_label="CUDA reserved", line_dash="dashed")
 
 

@@ -175,10 +175,10 @@ def snapshot_html(result: RunResult, snap: Snapshot | None = None, histograms: S
             titles.LOSS,
             steps,
             {"raw": cols.get("loss", []), "smoothed": ema(cols.get("loss", [])).values},
-            colors=[titles.RAW_LOSS_COLOR, _color("loss_smooth")],
+            colors=[titles.RAW_LOSS_COLOR, titles.color("loss_smooth")],
         ),
-        svg.line_chart(titles.LR, steps, {"lr": cols.get("lr", [])}, colors=[_color("lr")]),
-        svg.line_chart(titles.THROUGHPUT, steps, {"samples/s": _smoothed_rate(cols)}, colors=[_color("rate")]),
+        svg.line_chart(titles.LR, steps, {"lr": cols.get("lr", [])}, colors=[titles.color("lr")]),
+        svg.line_chart(titles.THROUGHPUT, steps, {"samples/s": _smoothed_rate(cols)}, colors=[titles.color("rate")]),
         *layer_charts(result),
     ]
     if optimizer_curves.several(result):  # a curve per optimizer, not their losses in one zig-zag
@@ -187,7 +187,7 @@ def snapshot_html(result: RunResult, snap: Snapshot | None = None, histograms: S
     if mem.get("time"):
         present = [k for k in _MEMORY_LABELS if k in mem]
         mib = {_MEMORY_LABELS[k]: [None if v is None else v / 2**20 for v in mem[k]] for k in present}
-        colors = [_color(k) for k in present]
+        colors = [titles.color(k) for k in present]
         # where the live grid has it: after the gradient norms
         charts.insert(4, svg.line_chart(titles.MEMORY, mem["time"], mib, legend=True, colors=colors))
     ranks = snap.ranks if isinstance(snap, DistributedSnapshot) and len(snap.ranks) > 1 else None
@@ -207,10 +207,6 @@ def snapshot_html(result: RunResult, snap: Snapshot | None = None, histograms: S
 
 def _smoothed_rate(cols: Any) -> list[float | None]:
     return ema(cols.get("samples_per_s", [])).values
-
-
-def _color(series_name: str) -> str:
-    return PALETTE[titles.SERIES_COLORS[series_name]]
 
 
 def layer_charts(result: RunResult) -> list[str]:
