@@ -4,6 +4,7 @@ steps nobody watches (a new input shape, the batch size, a non-finite loss)."""
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import signal
@@ -20,6 +21,7 @@ from torchmagic.core import TrainingMonitor, TrainingStopped
 from torchmagic.core.alerts import AlertBook
 from torchmagic.core.history import Column
 from torchmagic.core.nonfinite import NonfiniteAlerts
+from torchmagic.core.pending import PendingSteps
 from torchmagic.core.recording import StepRecorder
 from torchmagic.core.result import RunResult
 from torchmagic.core.schedule import StepSchedule
@@ -140,6 +142,26 @@ def test_history_costs_the_same_bytes_per_row_on_a_short_and_a_long_run():
     assert short == long <= 7 * 8 + 1  # seven 8-byte columns and a missing-value mask for grad_norm
 
 
+def test_steps_waiting_for_the_refresh_leave_no_objects_for_the_garbage_collector():
+    """A plain step is a row of typed arrays until the refresh: the objects the collector tracks do
+    not grow with the steps (one record per step made its full passes come round every few thousand)."""
+    model = _net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = torch.randn(4, 8), torch.randint(0, 2, (4,))
+    with TrainingMonitor([model], [opt], every=0, refresh_interval=1e9) as mon:
+        for _ in range(20):
+            _step(model, opt, x, y)
+        gc.collect()
+        before = len(gc.get_objects())
+        for _ in range(2000):
+            _step(model, opt, x, y)
+        gc.collect()
+        grown = len(gc.get_objects()) - before
+        waiting = len(mon._pending)
+    assert waiting == 2020 and mon.result.columns.rows == 2020  # all rows reached the history at the end
+    assert grown < 100, f"{grown} objects for 2000 waiting steps"
+
+
 def test_history_columns_read_like_lists_and_build_the_frame_on_demand():
     model = _net()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
@@ -209,12 +231,12 @@ def test_accelerator_path_reads_the_loss_at_the_refresh_and_names_the_module_fro
         values.finite_checks = [check] if check is not None else []
         return PendingStep(n, float(n), 0.1, [0.1], values)
 
-    recorder.absorb([step(3, 1.0), step(4, float("nan"))])
+    recorder.absorb(PendingSteps.of([step(3, 1.0), step(4, float("nan"))]))
     pending = recorder.nonfinite.unlocated
     assert pending is not None and pending.step == 4 and pending.at is None  # the monitor now watches a step
     pending.at = 6
     norms = NamedTensors(["<parameter a.weight>", "a", "b"], [torch.tensor(1.0), torch.tensor(2.0), torch.tensor(float("inf"))])
-    recorder.absorb([step(5, float("nan")), step(6, float("nan"), norms)])
+    recorder.absorb(PendingSteps.of([step(5, float("nan")), step(6, float("nan"), norms)]))
     alert = alerts.alerts[0]
     assert (alert.step, alert.module, alert.count) == (4, "b", 3)
     assert "first seen at step 4, an unwatched step; located on step 6, the next step whose modules were watched" in alert.message

@@ -29,7 +29,8 @@ from torchmagic.core.attachments import Attachments
 class StepEvents:
     """What a monitor is told, in the order a step happens."""
 
-    before_backward: Callable[[torch.Tensor | None], None]  # the loss; None when backward() got no scalar
+    # the loss (see StepPoints.loss_of); None when backward() got no scalar
+    before_backward: Callable[[torch.Tensor | float | None], None]
     after_backward: Callable[[], None]
     # the optimizer, and whether step() was given a closure (its backward() runs inside step())
     before_optimizer_step: Callable[[torch.optim.Optimizer, bool], None]
@@ -85,7 +86,7 @@ class StepPoints:
 
     def _after_optimizer_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self.optimizer_steps += 1
-        self.events.after_optimizer_step(optimizer, _has_closure(args, kwargs))
+        self.events.after_optimizer_step(optimizer, (len(args) > 1 or bool(kwargs)) and _has_closure(args, kwargs))
 
     def _note_construction(self, attachments: Attachments) -> None:
         original = torch.optim.Optimizer.__init__
@@ -139,15 +140,26 @@ class StepPoints:
         attachments.patch(scaler_cls, "scale", scale)
         attachments.patch(scaler_cls, "step", step)
 
-    def loss_of(self, tensors: Any) -> torch.Tensor | None:
-        """The scalar backward() was given, detached, unscaled, 0-d and in float32/float64."""
-        t = tensors if isinstance(tensors, torch.Tensor) else None
-        if t is None and isinstance(tensors, (tuple, list)) and len(tensors) == 1 and isinstance(tensors[0], torch.Tensor):
-            t = tensors[0]
-        if t is None or t.numel() != 1:
+    def loss_of(self, tensors: Any) -> torch.Tensor | float | None:
+        """The scalar backward() was given, unscaled: a CPU loss in float32 or narrower as a Python
+        float (read at once, free there: ``item()`` needs no detached copy), any other as a detached
+        0-d float32/float64 tensor."""
+        t = tensors
+        if type(t) is not torch.Tensor and not isinstance(t, torch.Tensor):
+            if isinstance(t, (tuple, list)) and len(t) == 1 and isinstance(t[0], torch.Tensor):
+                t = t[0]
+            else:
+                return None
+        if t.numel() != 1:
             return None
-        scaled, self.scaled = self.scaled, None
-        value = scaled.loss if scaled is not None and scaled.scaled is t else t.detach()
+        scaled = self.scaled
+        if scaled is not None:
+            self.scaled = None
+            if scaled.scaled is t:
+                t = scaled.loss
+        if t.is_cpu and t.dtype is not torch.float64 and t.is_floating_point():
+            return t.item()
+        value = t.detach()
         if value.dim() != 0:
             value = value.reshape(())
         if value.dtype is not torch.float32 and value.dtype is not torch.float64:

@@ -44,8 +44,12 @@ class Column(Sequence[Value]):
             if values:
                 self._last = start + len(values) - 1
             return
-        flags = bytes(v is None for v in values)
-        self._values.extend([0 if v is None else v for v in values])
+        if values.count(None) == len(values):  # a column these rows do not have (most refreshes' grad_norm)
+            self._values.frombytes(bytes(8 * len(values)))
+            flags = b"\x01" * len(values)
+        else:
+            flags = bytes([v is None for v in values])
+            self._values.extend([0 if v is None else v for v in values])
         if self._missing is None:
             self._missing = bytearray(start)
         self._missing.extend(flags)

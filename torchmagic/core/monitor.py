@@ -10,15 +10,16 @@ histograms, activation statistics, update ratios) follow a :class:`StepSchedule`
 watching every module's forward: other steps cost a few hook calls whatever the model's size.
 
 The parts: :mod:`~torchmagic.core.attachpoints` reports backward() and optimizer steps,
-:mod:`~torchmagic.core.forwards` sees module forwards, :class:`StepValues` holds what the step
-in progress gathered, and :class:`StepRecorder` turns finished steps into the result.
+:mod:`~torchmagic.core.forwards` sees module forwards, :mod:`~torchmagic.core.backward_steps` and
+:mod:`~torchmagic.core.optimizer_steps` handle the two halves of a step, :class:`StepValues` holds
+what the step in progress gathered, :class:`~torchmagic.core.pending.PendingSteps` the finished
+steps until the refresh, and :class:`StepRecorder` turns them into the result.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -26,6 +27,7 @@ import torch
 from torchmagic.core.alerts import AlertBook
 from torchmagic.core.attachments import Attachments
 from torchmagic.core.attachpoints import StepEvents, StepPoints, attach_step_events
+from torchmagic.core.backward_steps import BackwardHandling
 from torchmagic.core.closures import ClosureSteps
 from torchmagic.core.forwards import ROOTS_KEPT as ROOTS_KEPT  # re-exported: the bound tests check
 from torchmagic.core.forwards import ForwardHooks
@@ -35,7 +37,8 @@ from torchmagic.core.logged import checked_values
 from torchmagic.core.naming import ModuleNames, ParameterNames
 from torchmagic.core.optimizer_book import OptimizerBook
 from torchmagic.core.optimizer_steps import OptimizerStepHandling
-from torchmagic.core.recording import LateMetric, PendingStep, StepRecorder, recent_rate
+from torchmagic.core.pending import PendingSteps
+from torchmagic.core.recording import LateMetric, StepRecorder, recent_rate
 from torchmagic.core.result import RunResult
 from torchmagic.core.runplan import settle_status
 from torchmagic.core.schedule import DEFAULT_EVERY, StepSchedule
@@ -52,7 +55,7 @@ def active_monitor() -> TrainingMonitor | None:
     return _ACTIVE[-1] if _ACTIVE else None
 
 
-class TrainingMonitor(OptimizerStepHandling):
+class TrainingMonitor(BackwardHandling, OptimizerStepHandling):
     """Watches a training loop run inside ``with TrainingMonitor(...):``.
 
     Args:
@@ -110,9 +113,10 @@ class TrainingMonitor(OptimizerStepHandling):
         self._last_event: str | None = None  # "backward" or "optimizer"
         self._stats_step = False  # the latest root forward ran under autograd on a scheduled step
         self._step_values = StepValues()
-        self._pending: list[PendingStep] = []
+        self._pending = PendingSteps()
         self._late: list[LateMetric] = []
-        self._last_lrs: list[Any] = []
+        self._last_lrs: Sequence[Any] = ()
+        self._lrs_on_host = True  # no learning rate is a tensor (those wait for the refresh's transfer)
         self._param_names = ParameterNames(self.names)
         self._forwards = ForwardHooks(self.names, self._begin_root, self._current_step, self.stop_request)
         self._forwards.on_long_step = self._long_step
@@ -218,74 +222,20 @@ class TrainingMonitor(OptimizerStepHandling):
         if self._opt_mode and self._step_points is not None:  # until an optimizer shows itself, keep hearing it
             self._step_points.report_before_step(scheduled or self._closure.seen)  # a closure's step: on every step
 
-    # ----------------------------------------------------------------- backward / steps
-    def _before_backward(self, loss: torch.Tensor | None) -> None:
-        __tracebackhide__ = True
-        if self.stop_request.requested and self._at_step_boundary():
-            self.stop_request.raise_if_requested(self._current_step() - 1)  # loops that call no module stop here
-        forwards = self._forwards
-        if self._closure.reevaluation():  # LBFGS again on the same batch: counted, not a micro-batch
-            forwards.in_backward = True
-            forwards.samples = 0
-            forwards.kept.clear()
-            return
-        if not self._opt_mode and self._step_values.micro_batches > 0:
-            self._finish_step(None)
-        forwards.in_backward = True
-        values, kept, watching = self._step_values, forwards.kept, forwards.watching
-        values.samples += forwards.samples
-        forwards.samples = 0
-        if loss is None:
-            kept.clear()
-            return
-        if watching:
-            values.watched = True
-            if self._stats_step and not values.activation_samples and not values.activations:
-                values.take_activations(*kept.leaf_outputs())
-        if loss.is_cpu:
-            value = float(loss)  # no synchronisation on the CPU; keeping no tensor lets the allocator reuse it
-            if self._nonfinite.locating and not math.isfinite(value):
-                self._locate_nonfinite(values)
-            values.add_loss(value, float32=loss.dtype is torch.float32)
-        else:
-            if watching and self._nonfinite.locating:
-                check = self._finite_check()  # accelerators: the norms wait on the device, read at the refresh
-                if check.tensors:
-                    values.finite_checks.append(check)
-            values.add_loss(loss)
-        kept.clear()
-
-    def _after_backward(self) -> None:
-        forwards = self._forwards
-        forwards.in_backward = forwards.batch_counted = False
-        closure = self._closure
-        if closure.optimizer is not None:
-            closure.evaluations += 1
-            if closure.evaluations > 1:
-                return
-            if closure.wants_gradients:  # the step's own gradients, from its first evaluation
-                closure.wants_gradients = False
-                self._take_gradients(closure.optimizer)
-        self._step_values.micro_batches += 1
-        self.backward_calls += 1
-        self._last_event = "backward"
-        if not self._opt_mode:
-            if self.schedule(self.step + 1):
-                params = [p for root in self.names.roots for p in root.parameters()]
-                self._step_values.take_gradients(params, replace=True, histograms=self.histograms)
-            self._plan_forwards()
-
-    def _backward_failed(self) -> None:
-        self._forwards.in_backward = False
-
-    def _finish_step(self, lrs: list[Any] | None) -> None:
+    def _finish_step(self, lrs: Sequence[Any] | None) -> None:
         self.step += 1
         now = time.perf_counter()
-        if lrs is not None:
+        if lrs is not None and lrs is not self._last_lrs:
             self._last_lrs = lrs
+            self._lrs_on_host = not any(isinstance(lr, torch.Tensor) for lr in lrs)
         clock = self._clock
-        finished, self._step_values = self._step_values, StepValues()
-        self._pending.append(PendingStep(self.step, now - clock.start, now - clock.last_step, self._last_lrs, finished))
+        values = self._step_values
+        plain = self._lrs_on_host and values.plain()
+        self._pending.add(self.step, now - clock.start, now - clock.last_step, self._last_lrs, values, keep=not plain)
+        if plain:
+            values.reset()  # the row holds all of it: no object per step is left for the garbage collector
+        else:
+            self._step_values = StepValues()
         clock.last_step = now
         if now - clock.last_refresh >= self.refresh_interval:
             self._refresh(now)
@@ -377,7 +327,7 @@ class TrainingMonitor(OptimizerStepHandling):
         r = self.result
         r.steps = self.step
         r.alerts = self.alerts.alerts
-        pending, self._pending = self._pending, []
+        pending, self._pending = self._pending, PendingSteps()
         if pending:
             self._recorder.absorb(pending)
         if self._late:

@@ -8,6 +8,7 @@ optimizers each one's step is a step of its own, told apart by :mod:`~torchmagic
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -36,6 +37,7 @@ class OptimizerStepHandling:
     stop_request: StopRequest
     _opt_mode: bool
     _last_event: str | None
+    _last_lrs: Sequence[Any]
     _step_values: StepValues
     _param_names: ParameterNames
     _step_points: StepPoints | None
@@ -48,8 +50,18 @@ class OptimizerStepHandling:
             self.step, self.backward_calls, self.total, self._frameworks.planned_steps, self._optimizer_book.iterations()
         )
 
-    def _finish_step(self, lrs: list[Any] | None) -> None:
+    def _finish_step(self, lrs: Sequence[Any] | None) -> None:
         raise NotImplementedError
+
+    def _lrs(self, groups: list[dict[str, Any]]) -> Sequence[Any]:
+        """The groups' learning rates; the previous step's object while they are the same objects
+        (a constant rate), so most steps make none. A tuple of floats is not tracked by the collector."""
+        last = self._last_lrs
+        if len(groups) == 1:
+            lr = groups[0].get("lr")
+            return last if len(last) == 1 and last[0] is lr else (lr,)
+        lrs = tuple(g.get("lr") for g in groups)
+        return last if len(last) == len(lrs) and all(a is b for a, b in zip(last, lrs)) else lrs
 
     def _optimizer_created(self, optimizer: torch.optim.Optimizer) -> None:
         # From now on a backward() is a micro-batch of a step that an optimizer step ends, even before
@@ -89,7 +101,7 @@ class OptimizerStepHandling:
             values.take_update_ratios(updated_params(optimizer, closure))
         if self.step == 0:
             self._frameworks.look()  # a framework stepping an optimizer made before train()/fit()
-        lrs = [g.get("lr") for g in optimizer.param_groups]
+        lrs = self._lrs(optimizer.param_groups)
         book = self._optimizer_book
         if values.micro_batches == 0 and self._last_event == "optimizer":
             if book.is_last(optimizer):

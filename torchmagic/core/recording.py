@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, cast
 
 import torch
 
@@ -20,8 +20,10 @@ from torchmagic.core.alerts import AlertBook
 from torchmagic.core.history import Value
 from torchmagic.core.layerstats import LayerRecorder
 from torchmagic.core.nonfinite import NonfiniteAlerts
+from torchmagic.core.pending import NO_OPTIMIZER, PendingSteps
 from torchmagic.core.result import LayerInfo, RunResult
 from torchmagic.core.schedule import StepSchedule
+from torchmagic.core.stepstate import StepValues
 from torchmagic.core.transfer import HostValues, LateMetric, PendingStep, Transfer
 
 __all__ = ["BUILTIN_COLUMNS", "LateMetric", "PendingStep", "StepRecorder", "is_builtin_column", "recent_rate"]
@@ -59,18 +61,19 @@ class StepRecorder:
         self._layer_recorder = LayerRecorder(result, schedule, names_of)
         self._grad_history: list[float] = []
 
-    def absorb(self, pending: list[PendingStep]) -> None:
+    def absorb(self, pending: PendingSteps) -> None:
         """Move a batch of finished steps to the host (one transfer per device) and record them.
 
         If the transfer fails (a device in an error state), the rows are written all the same,
         without the values that waited on the device, and the error is raised after.
         """
         transfer = Transfer()
-        losses = transfer.want_losses(pending)
-        hosts = {i: transfer.want_step(rec) for i, rec in enumerate(pending) if not rec.only_loss()}
+        losses = transfer.want_losses(pending.loss)
+        full = pending.full
+        hosts = {i: transfer.want_step(rec) for i, rec in full.items() if not rec.only_loss()}
         failure: Exception | None = None
         try:
-            transfer.want_deferred(pending, hosts)
+            transfer.want_deferred(full, hosts)
             transfer.run()
         except Exception as exc:  # noqa: BLE001 - re-raised once the rows are consistent
             failure = exc
@@ -78,39 +81,43 @@ class StepRecorder:
             hosts = {i: HostValues() for i in hosts}
         grad_norms = self._append_rows(pending, losses, hosts)
         by_name = {info.name: info for info in self._layers()} if hosts else {}
-        for i, rec in enumerate(pending):
-            host = hosts.get(i)
+        # Only rows with more than a finite loss have anything to check: most refreshes visit a few.
+        nonfinite = [i for i, loss in enumerate(losses) if loss is not None and loss - loss != 0]
+        for i in sorted({*full, *nonfinite}) if nonfinite else full:
+            rec, host = full.get(i), hosts.get(i)
+            step = pending.step[i]
             if host is not None and self.nonfinite.locating:
                 for check in host.finite_checks:
-                    if self.nonfinite.name_first(check.names, check.values, rec.step):
+                    if self.nonfinite.name_first(check.names, check.values, step):
                         break
-            self._check_loss(rec, losses[i])
-            if host is not None:
+            self._check_loss(step, losses[i], rec.values if rec is not None else None)
+            if rec is not None and host is not None:
                 self._check_gradients(rec, grad_norms[i], host)
                 self._layer_recorder.record(rec, host, by_name)
         if failure is not None:
             raise failure
 
-    def _append_rows(
-        self, pending: list[PendingStep], losses: list[float | None], hosts: Mapping[int, HostValues]
-    ) -> list[Value]:
+    def _append_rows(self, pending: PendingSteps, losses: list[float | None], hosts: Mapping[int, HostValues]) -> list[Value]:
         """One row per step; returns the grad_norm column of the rows."""
         n = len(pending)
         grad_norm: list[Value] = [None] * n
+        lrs = pending.lrs
         cols: dict[str, list[Value]] = {
-            "step": [rec.step for rec in pending],
-            "time": [rec.time for rec in pending],
+            "step": cast(list[Value], pending.step.tolist()),
+            "time": cast(list[Value], pending.time.tolist()),
             "loss": losses,
-            "lr": [_number(rec.lrs[0]) if rec.lrs else None for rec in pending],
+            "lr": _first_numbers(lrs),
             "grad_norm": grad_norm,
-            "samples_per_s": [rec.values.samples / rec.dt if rec.values.samples and rec.dt > 0 else None for rec in pending],
-            "step_time": [rec.dt for rec in pending],
+            "samples_per_s": [s / dt if s and dt > 0 else None for s, dt in zip(pending.samples, pending.dt)],
+            "step_time": cast(list[Value], pending.dt.tolist()),
         }
-        for i, rec in enumerate(pending):
+        if any(len(group_lrs) > 1 for group_lrs in _distinct(lrs)):
+            for i, group_lrs in enumerate(lrs):
+                for j in range(1, len(group_lrs)):
+                    cols.setdefault(f"lr_{j}", [None] * n)[i] = _number(group_lrs[j])
+        for i, rec in pending.full.items():
             if rec.values.evaluations:  # steps with a closure: how many times step() evaluated it
                 cols.setdefault("evaluations", [None] * n)[i] = rec.values.evaluations
-            for j in range(1, len(rec.lrs)):
-                cols.setdefault(f"lr_{j}", [None] * n)[i] = _number(rec.lrs[j])
             for name, value in rec.values.metrics.items():
                 if not isinstance(value, torch.Tensor):
                     cols.setdefault(name, [None] * n)[i] = float(value)
@@ -126,7 +133,7 @@ class StepRecorder:
         self.result.columns.append_rows(cols, n)
         return grad_norm
 
-    def _optimizer_columns(self, cols: dict[str, list[Value]], pending: list[PendingStep]) -> None:
+    def _optimizer_columns(self, cols: dict[str, list[Value]], pending: PendingSteps) -> None:
         """Which optimizer made each step and the loop iteration it belongs to, once a second optimizer
         stepped; the rows before it (one optimizer's steps, an iteration each) are filled in then."""
         history = self.result.columns
@@ -134,8 +141,8 @@ class StepRecorder:
             for row, step in enumerate(history["step"] if "step" in history else []):
                 history.set("optimizer", row, 0)
                 history.set("iteration", row, step)
-        cols["optimizer"] = [rec.values.optimizer for rec in pending]
-        cols["iteration"] = [rec.values.iteration or None for rec in pending]
+        cols["optimizer"] = [None if o == NO_OPTIMIZER else o for o in pending.optimizer]
+        cols["iteration"] = [it or None for it in pending.iteration]
 
     def absorb_late(self, late: list[LateMetric]) -> None:
         """Metrics logged right after their step ended, written into that step's row."""
@@ -144,12 +151,13 @@ class StepRecorder:
             value = next(host)[0] if isinstance(m.value, torch.Tensor) else float(m.value)
             self.result.columns.set(m.name, m.step - 1, value)
 
-    def _check_loss(self, rec: PendingStep, loss: float | None) -> None:
+    def _check_loss(self, step: int, loss: float | None, values: StepValues | None) -> None:
+        """``values``: the step's, when it kept them (a plain step was neither watched nor alerted yet)."""
         nonfinite = self.nonfinite
-        if loss is not None and not math.isfinite(loss) and not rec.values.loss_reported:
-            nonfinite.nonfinite_loss(rec.step, rec.values.watched)
-        if nonfinite.unlocated is not None and rec.values.watched:
-            nonfinite.watched_step_done(rec.step)
+        if loss is not None and not math.isfinite(loss) and not (values is not None and values.loss_reported):
+            nonfinite.nonfinite_loss(step, values is not None and values.watched)
+        if nonfinite.unlocated is not None and values is not None and values.watched:
+            nonfinite.watched_step_done(step)
 
     def _check_gradients(self, rec: PendingStep, gn: Value, host: HostValues) -> None:
         step = rec.step
@@ -182,6 +190,23 @@ class StepRecorder:
         row: dict[str, Value] = {"time": elapsed, "step": step}
         row.update(memory.memory_sample())
         mem.append_row(row)
+
+
+def _distinct(lrs: list[Sequence[Any]]) -> list[Sequence[Any]]:
+    """The learning-rate objects of the rows, each once (rows share one while it does not change)."""
+    return list({id(group_lrs): group_lrs for group_lrs in lrs}.values())
+
+
+def _first_numbers(lrs: list[Sequence[Any]]) -> list[Value]:
+    """The first group's learning rate of each row, read once per run of rows sharing one object."""
+    out: list[Value] = []
+    last: Sequence[Any] | None = None
+    value: Value = None
+    for group_lrs in lrs:
+        if group_lrs is not last:
+            last, value = group_lrs, _number(group_lrs[0]) if group_lrs else None
+        out.append(value)
+    return out
 
 
 def _number(lr: Any) -> float | None:

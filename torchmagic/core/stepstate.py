@@ -71,6 +71,27 @@ class StepValues:
         else:
             self.loss = self.loss + loss
 
+    def plain(self) -> bool:
+        """Nothing but what a row of :class:`~torchmagic.core.pending.PendingSteps` holds."""
+        return not (
+            self.grad_params
+            or self.metrics
+            or self.histograms is not None
+            or self.update_ratios is not None
+            or self.update_samples
+            or self.activation_samples
+            or self.activations
+            or self.finite_checks
+            or self.watched
+            or self.loss_reported
+            or self.evaluations
+        )
+
+    def reset(self) -> None:
+        """Ready for the next step, after :meth:`plain` said the row holds everything of this one."""
+        self.micro_batches = self.samples = self.iteration = 0
+        self.loss = self.optimizer = None
+
     def only_loss(self) -> bool:
         """Nothing but the loss (and numbers) waits on the device: the refresh's fast path."""
         return not (

@@ -7,7 +7,7 @@ value with the function that stores its floats in a :class:`HostValues`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, NamedTuple
@@ -33,7 +33,7 @@ class PendingStep:
     step: int
     time: float
     dt: float
-    lrs: list[Any]  # per parameter group: a number, or a tensor for a learning rate kept on the device
+    lrs: Sequence[Any]  # per parameter group: a number, or a tensor for a learning rate kept on the device
     values: StepValues
 
     def only_loss(self) -> bool:
@@ -90,17 +90,19 @@ class Transfer:
             self._items.append(value)
             self._stores.append(store)
 
-    def want_losses(self, pending: Sequence[PendingStep]) -> list[float | None]:
-        """The steps' losses, filled in by :meth:`run`: one stacked item for all of them."""
-        out: list[float | None] = [v if isinstance(v, float) else None for v in (rec.values.loss for rec in pending)]
-        index = [i for i, rec in enumerate(pending) if isinstance(rec.values.loss, torch.Tensor)]
+    def want_losses(self, losses: list[Any]) -> list[float | None]:
+        """The steps' losses (floats, device tensors or None), filled in by :meth:`run`: one stacked
+        item for all the tensors."""
+        index = [i for i, v in enumerate(losses) if type(v) is not float and isinstance(v, torch.Tensor)]
+        if not index:
+            return losses if None not in losses else [v if type(v) is float else None for v in losses]
+        out: list[float | None] = [v if type(v) is float else None for v in losses]
 
         def store(values: list[float]) -> None:
             for i, v in zip(index, values):
                 out[i] = v
 
-        if index:
-            self.want([pending[i].values.loss for i in index], store)
+        self.want([losses[i] for i in index], store)
         return out
 
     def want_step(self, rec: PendingStep) -> HostValues:
@@ -122,7 +124,7 @@ class Transfer:
             self.want(lr, partial(host.set_lr, group))
         return host
 
-    def want_deferred(self, pending: Sequence[PendingStep], hosts: dict[int, HostValues]) -> None:
+    def want_deferred(self, pending: Mapping[int, PendingStep], hosts: dict[int, HostValues]) -> None:
         """The samples that waited for the refresh, reduced for all steps together (see deferred)."""
         acts = [(hosts[i], s) for i in hosts for s in pending[i].values.activation_samples]
         if acts:
