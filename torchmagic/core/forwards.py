@@ -39,7 +39,7 @@ class ShapeTable:
         self.names = names
         self.layers: dict[int, LayerInfo] = {}
         self._signatures: dict[int, tuple[shapes.Signature, shapes.Signature]] = {}
-        self._root_signatures: dict[int, Any] = {}
+        self.root_signatures: dict[int, Any] = {}  # id(root) -> its last input's signature
 
     def root_changed(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         """Whether the root's input signature differs from its last forward (a short last batch,
@@ -49,14 +49,11 @@ class ShapeTable:
             sig = (args[0].shape, args[0].dtype)
         else:
             sig = tuple((a.shape, a.dtype) if isinstance(a, torch.Tensor) else shapes.signature(a) for a in args)
-            sig = (sig, shapes.signature(kwargs)) if kwargs else sig
+            sig = (None, sig, shapes.signature(kwargs))  # never equal to the usual call's (shape, dtype)
         key = id(module)
-        changed = bool(self._root_signatures.get(key) != sig)  # the fast path of ForwardHooks compares the same
-        self._root_signatures[key] = sig
+        changed = bool(self.root_signatures.get(key) != sig)  # the fast path of ForwardHooks compares the same
+        self.root_signatures[key] = sig
         return changed
-
-    def root_signature(self, module: torch.nn.Module) -> Any:
-        return self._root_signatures.get(id(module))
 
     def trace(self, module: torch.nn.Module, args: tuple[Any, ...], output: Any, step: Callable[[], int]) -> None:
         key = id(module)
@@ -146,7 +143,9 @@ class ForwardHooks:
         if next(iter(module.parameters()), None) is None:
             self._unhooked_roots.add(key)
             return
-        self._root_hooks[key] = module.register_forward_pre_hook(self._before_root, with_kwargs=True)
+        # An RNN's batch is not its input's first dimension (batch_first): its forwards take the general path.
+        hook = self._before_rnn_root if isinstance(module, torch.nn.RNNBase) else self._before_root
+        self._root_hooks[key] = module.register_forward_pre_hook(hook, with_kwargs=True)
 
     def finite_check(self, param_names: Callable[[list[torch.Tensor]], list[str]], *, after_alert: bool) -> NamedTensors:
         """Norms of what a non-finite loss may come from, in the order to blame them: the input and
@@ -199,23 +198,28 @@ class ForwardHooks:
         # Every unwatched step comes here: ``model(x)`` with an input of the same shape as before
         # costs a few attribute reads; anything else takes the monitor's general path.
         x = args[0]
-        if (
-            not isinstance(x, torch.Tensor)
-            or self.shapes.root_signature(module) != (x.shape, x.dtype)
-            or isinstance(module, torch.nn.RNNBase)
-            or not torch.is_grad_enabled()
-        ):
+        last = self.shapes.root_signatures.get(id(module))
+        if last is None or not isinstance(x, torch.Tensor) or not torch.is_grad_enabled():
+            self._on_root(module, args, kwargs)
+            return
+        shape = x.shape
+        if shape != last[0] or x.dtype is not last[1]:
             self._on_root(module, args, kwargs)
             return
         self._grad_forward, self._tracing = True, False
-        if not self.batch_counted and x.dim() > 0:
-            self.samples += x.shape[0]
+        if not self.batch_counted and shape:
+            self.samples += shape[0]
             self.batch_counted = True
         kept = self.kept
         if kept.first_input is None:
             kept.first_input = (module, args)
         if time.perf_counter() >= self.long_step_at:
             self.on_long_step()
+
+    def _before_rnn_root(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        __tracebackhide__ = True
+        if threading.get_ident() == self._thread and (not self.watching or self._depth == 1):
+            self._on_root(module, args, kwargs)
 
     def _before_forward(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
         __tracebackhide__ = True
