@@ -49,6 +49,9 @@ from torchmagic.core.warnings_capture import capture_warnings
 
 _ACTIVE: list[TrainingMonitor] = []
 ADAPT_WINDOW_S = 0.2  # the shortest span the step rate of the default schedule is measured over
+# ... but for its first look, with the first refresh this soon: a fast loop's statistics steps
+# otherwise come every 10 steps for the first quarter second, thousands of them.
+FIRST_LOOK_S = 0.05
 
 
 def active_monitor() -> TrainingMonitor | None:
@@ -173,6 +176,8 @@ class TrainingMonitor(BackwardHandling, OptimizerStepHandling):
         self._clock.start = self._clock.last_step = time.perf_counter()
         self._rate_mark = (self._clock.start, 0)
         self._refresh(time.perf_counter())
+        if self.schedule.auto:
+            self._clock.last_refresh -= max(0.0, self.refresh_interval - FIRST_LOOK_S)
 
     def stop(self, exc: BaseException | None = None) -> RunResult:
         """Detach everything, take the last values, and settle the status. Idempotent."""
@@ -254,7 +259,7 @@ class TrainingMonitor(BackwardHandling, OptimizerStepHandling):
         """At a boundary, after a refresh recorded the steps so far under the period in force: the
         default schedule's period for the step rate since the last look."""
         since, step = self._rate_mark
-        if now - since >= ADAPT_WINDOW_S and self.step - step >= 10:
+        if now - since >= (ADAPT_WINDOW_S if step else FIRST_LOOK_S) and self.step - step >= 10:
             self.schedule.adapt((self.step - step) / (now - since))
             self._rate_mark = (now, self.step)
 
