@@ -61,6 +61,7 @@ class StepPoints:
         self.optimizer_steps = 0
         self.scaled: _ScaledLoss | None = None
         self._pre_hook: Any = None
+        self.reporting_before_step = False
 
     def attach(self, attachments: Attachments) -> None:
         self.report_before_step(True)
@@ -70,16 +71,13 @@ class StepPoints:
         self._patch_grad_scaler(attachments)
         self._note_construction(attachments)
 
-    @property
-    def reporting_before_step(self) -> bool:
-        return self._pre_hook is not None
-
     def report_before_step(self, on: bool) -> None:
         if on and self._pre_hook is None:
             self._pre_hook = optim_module.register_optimizer_step_pre_hook(self._before_optimizer_step)
         elif not on and self._pre_hook is not None:
             self._pre_hook.remove()
             self._pre_hook = None
+        self.reporting_before_step = self._pre_hook is not None  # read at every step boundary
 
     def _before_optimizer_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self.events.before_optimizer_step(optimizer, _has_closure(args, kwargs))

@@ -66,7 +66,11 @@ class BackwardHandling:
                 values.loss = loss
             else:
                 values.add_loss(loss, float32=True)
-            forwards.kept.clear()
+            kept = forwards.kept
+            if kept.roots:
+                kept.clear()
+            else:
+                kept.first_input = None  # all an unwatched forward kept
             return
         if self._closure.reevaluation():  # LBFGS again on the same batch: counted, not a micro-batch
             forwards.in_backward = True
