@@ -312,7 +312,7 @@ def print_tables(step_rows: list[StepRow], wall_rows: list[WallRow], long_steps:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=None, help="interleaved bare/monitored pairs per loop; default 9 (3 quick)")
-    p.add_argument("--steps", type=int, default=None, help="steps per per-step run (the tiny MLP runs 4x, the CNN and transformer 1/8)")
+    p.add_argument("--steps", type=int, default=None, help="steps per per-step run (tiny MLP 4x, CNN and transformer 1/8)")
     p.add_argument("--long-steps", type=int, default=None, help="steps of the whole-run table; default 40000 (5000 quick)")
     p.add_argument("--long-rounds", type=int, default=None, help="rounds of the whole-run table; default 3 (1 quick)")
     p.add_argument("--models", default=",".join(HOT_PATH_MODELS), help="comma-separated subset of: " + ",".join(HOT_PATH_MODELS))
