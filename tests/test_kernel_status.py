@@ -40,6 +40,7 @@ class KernelDriver:
         self.comm_closed = False
         self.statuses: list[dict[str, Any]] = []
         self.outputs: list[str] = []
+        self.kernel_states: list[tuple[str | None, str]] = []  # IOPub status: (parent msg_id, execution_state)
 
     def _handle(self, msg: dict[str, Any]) -> None:
         kind, content = msg["header"]["msg_type"], msg["content"]
@@ -51,6 +52,8 @@ class KernelDriver:
                 self.statuses.append(content["data"])
         elif kind == "comm_close" and content["comm_id"] == self.comm_id:
             self.comm_closed = True
+        elif kind == "status":
+            self.kernel_states.append((msg["parent_header"].get("msg_id"), content["execution_state"]))
         elif kind == "stream":
             self.outputs.append(content["text"])
         elif kind == "error":
@@ -146,6 +149,7 @@ def test_train_publishes_its_step_while_the_cell_runs(kernel):
         "x, y = torch.randn(32, 4), torch.randn(32, 1)"
     )
     kernel.statuses.clear()
+    kernel.kernel_states.clear()
     kernel.execute(
         "%%train --display none\n"
         "for i in range(160):\n"
@@ -161,6 +165,11 @@ def test_train_publishes_its_step_while_the_cell_runs(kernel):
     assert runs[-1]["status"] == "completed" and runs[-1]["step"] == 160
     assert runs[-1]["loss"] is not None and runs[-1]["loss"] > 0
     assert set(runs[-1]) == set(typing.get_type_hints(protocol.RunStatus))
+    # The kernel also says "busy" for the cell while it runs, not only as it starts: a page loaded
+    # meanwhile (its kernel_info request waits behind the cell) reads Busy, not Unknown.
+    cell = kernel.kernel_states[-1][0]
+    states = [state for parent, state in kernel.kernel_states if parent == cell]
+    assert states[-1] == "idle" and states.count("busy") >= 2 and set(states) == {"busy", "idle"}, states
 
 
 def test_subscription_starts_and_stops_the_publisher_thread(kernel):

@@ -124,6 +124,9 @@ def _reload_during_run(server, browser, artifacts, width: int) -> str:
         assert mine.locator(".torchmagic-kernel-version").inner_text().startswith("torchmagic ")
         assert page.locator(f"{PANEL} .torchmagic-panel-empty").count() == 0
         page.wait_for_function(STEP_MOVING, arg=path, timeout=30000)
+        # The kernel reads Busy again, not "Unknown" until the cell ends (its requests wait behind it).
+        after_reload = _statuses_while_running(page, path, samples=4)
+        assert after_reload[-1] == "busy", after_reload
         stop = mine.locator("button.torchmagic-stop")
         assert stop.inner_text() == "Stop" and stop.is_enabled()
         assert page.evaluate("window.jupyterapp.commands.isEnabled('torchmagic:stop-training')")

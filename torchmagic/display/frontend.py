@@ -37,7 +37,15 @@ def open_hello_comm() -> None:
     _state["comm"] = c
     from torchmagic.display import kernel_status
 
-    kernel_status.install(c.send)
+    kernel_status.install(c.send, _say_busy)
+
+
+def _say_busy() -> None:
+    """The kernel's IOPub status "busy", for the cell that runs now (what ipykernel sends as it starts one)."""
+    from IPython import get_ipython
+
+    kernel = get_ipython().kernel  # type: ignore[union-attr]
+    kernel._publish_status("busy", "shell")
 
 
 def _on_message(msg: dict[str, Any]) -> None:

@@ -30,6 +30,7 @@ from torchmagic.display import protocol
 
 RUN_PUBLISH_INTERVAL = 1.0  # seconds between status messages sent from a %%train refresh
 UNWATCHED_RUN_INTERVAL = 5.0  # the same, while unsubscribed
+BUSY_INTERVAL = 1.0  # seconds between the kernel's "busy" statuses during a run (see StatusPublisher.busy)
 
 Send = Callable[[dict[str, Any]], None]
 
@@ -37,8 +38,12 @@ Send = Callable[[dict[str, Any]], None]
 class StatusPublisher:
     """Builds and sends :class:`~torchmagic.display.protocol.StatusMessage` through ``send``."""
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, busy: Callable[[], None] | None = None) -> None:
         self._send = send
+        # Says "busy" in the kernel's own status on IOPub: a page loaded during a run (a reload) has
+        # its kernel_info request waiting behind the cell and would read "Unknown" until the cell ends.
+        self._busy = busy
+        self._last_busy = 0.0
         self._lock = threading.Lock()
         self.subscribed = True  # events only, until the front end says otherwise
         self.interval: float | None = None
@@ -104,8 +109,15 @@ class StatusPublisher:
             "eta": float(snapshot.eta) if snapshot.eta is not None and math.isfinite(snapshot.eta) else None,
             "elapsed": float(result.elapsed) if result.elapsed else _elapsed(result),
         }
+        now = time.monotonic()
+        if self._busy is not None and not snapshot.final and now - self._last_busy >= BUSY_INTERVAL:
+            self._last_busy = now
+            try:
+                self._busy()
+            except Exception:  # noqa: BLE001 - a kernel without IOPub status: nothing to say it with
+                self._busy = None
         period = RUN_PUBLISH_INTERVAL if self.subscribed else UNWATCHED_RUN_INTERVAL
-        if snapshot.final or time.monotonic() - self._last_sent >= period:
+        if snapshot.final or now - self._last_sent >= period:
             self.publish()
 
     # ------------------------------------------------------------------ messages
@@ -265,11 +277,11 @@ class _Nvml:
 _publisher: StatusPublisher | None = None
 
 
-def install(send: Send) -> StatusPublisher:
+def install(send: Send, busy: Callable[[], None] | None = None) -> StatusPublisher:
     """The kernel's publisher, sending through ``send`` (the comm); replaces any earlier one."""
     global _publisher
     shutdown()
-    _publisher = StatusPublisher(send)
+    _publisher = StatusPublisher(send, busy)
     return _publisher
 
 
