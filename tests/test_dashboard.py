@@ -6,6 +6,7 @@ import json
 import math
 import re
 import time
+from html import escape as html_escape
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -376,9 +377,21 @@ def test_every_live_step_chart_has_its_frozen_twin_with_the_same_title_and_layer
     for name in ("global", "0", "2"):  # the legend names the global norm and each layer with a gradient, as the live lines
         assert f">{name}</text>" in grad, name
     assert ">activation std by layer</text>" in html
+    assert '">grad norm (log)</text>' in grad and '">seconds</text>' in html
     for fig, _, _ in dash.figs.layout.children:  # each live line's colour is drawn in its frozen twin
         twin = next(chart for chart in html.split("<svg")[1:] if f">{fig.title.text}</text>" in chart)
+        # and its axis titles: the same on both axes, escaped, a log axis saying so
+        drawn = re.findall(r'<text class="tm-axis-title"[^>]*>([^<]*)</text>', twin)
+        assert drawn == [html_escape(fig.xaxis[0].axis_label), html_escape(fig.yaxis[0].axis_label)], (fig.title.text, drawn)
         for renderer in fig.renderers:
             color = renderer.glyph.line_color
             if fig.title.text != "activation std by layer" and not str(renderer.glyph.y).startswith(("g", "a")):
                 assert color in twin, (fig.title.text, renderer.glyph.y, color)
+
+
+def test_the_progress_label_gives_an_eta_until_the_run_finishes():
+    mon = _train(lambda snap: None, steps=5)
+    running = panels.progress_label(Snapshot(mon.result, 0.5, 12.0, None, final=False))
+    finished = panels.progress_label(Snapshot(mon.result, 1.0, 0.0, None, final=True))
+    assert running.startswith("50% · step 5") and "ETA" in running
+    assert finished.startswith("100% · step 5") and "ETA" not in finished

@@ -3,7 +3,10 @@ frozen charts' axes: round ticks, labels inside the picture, constant series and
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
+import subprocess
 import textwrap
 
 import numpy as np
@@ -87,6 +90,67 @@ def test_a_constant_series_says_its_value_and_a_log_axis_says_log():
     labels = [t for _, t in _texts(grad)]
     assert {"0.0001", "0.01", "1"} <= set(labels) or {"1e-04", "0.01", "1"} <= set(labels)
     _inside(grad)
+
+
+LOG_RANGES = [
+    (0.07, 0.4),
+    (0.3, 1.2),
+    (0.52, 0.61),
+    (0.11, 1.05),
+    (0.3, 4),
+    (1, 100),
+    (3e-3, 2),
+    (1e-3, 10),
+    (1e-8, 1e2),
+    (1e-30, 1e10),
+]
+
+
+def test_log_axis_ticks_are_four_to_six_real_values_inside_the_range():
+    for lo, hi in LOG_RANGES:
+        ticks = axes.log_ticks(lo, hi)
+        assert (4 if hi / lo > 3 else 5) <= len(ticks) <= 6 and all(lo <= t <= hi for t in ticks), (lo, hi, ticks)
+    # under a decade, spaced about evenly on the page rather than 1 and 0.5 alone; beyond, never piling up
+    assert [axes.log_label(t) for t in axes.log_ticks(0.07, 0.4)] == ["0.07", "0.1", "0.15", "0.2", "0.3"]
+    assert [axes.log_label(t) for t in axes.log_ticks(0.52, 0.61)] == ["0.52", "0.54", "0.56", "0.58", "0.6"]
+    assert [axes.log_label(t) for t in axes.log_ticks(3e-3, 2)] == ["0.003", "0.01", "0.03", "0.1", "0.3", "1"]
+    assert [axes.log_label(t) for t in axes.log_ticks(1e-8, 1e2)] == ["1e-08", "1e-06", "1e-04", "0.01", "1", "100"]
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js (the lab extension's build needs it too)")
+def test_the_live_log_axis_ticks_and_labels_as_the_frozen_one():
+    """The JavaScript BokehJS runs for the live log axis, run by Node, against its Python twin."""
+    from torchmagic.display import log_axis
+
+    script = (
+        f"const ticks = (cb_data) => {{{log_axis.LOG_TICKS_JS}}};\n"
+        f"const label = (tick) => {{{log_axis.LOG_LABEL_JS}}};\n"
+        f"console.log(JSON.stringify({json.dumps(LOG_RANGES)}.map(([start, end]) => {{"
+        " const t = ticks({start, end}); return [t, t.map(label)]; })));"
+    )
+    live = json.loads(subprocess.run(["node", "-e", script], capture_output=True, text=True, check=True).stdout)
+    for (lo, hi), (ticks, labels) in zip(LOG_RANGES, live):
+        frozen = axes.log_ticks(lo, hi)
+        assert ticks == pytest.approx(frozen, rel=1e-12), (lo, hi)
+        assert labels == [axes.log_label(t) for t in frozen], (lo, hi)
+
+
+def test_frozen_charts_have_escaped_axis_titles_inside_the_picture():
+    chart = svg.line_chart(
+        "grad norm", list(range(1, 30)), {"g": [0.3 + 0.03 * i for i in range(29)]}, log_y=True,
+        x_title="step", y_title="<norm> (log)",
+    )  # fmt: skip
+    height = float(re.search(r'viewBox="0 0 \d+ (\d+)"', chart).group(1))
+    x_title = re.search(r'<text class="tm-axis-title" x="([\d.]+)" y="([\d.]+)"[^>]*>step</text>', chart)
+    y_title = re.search(r'<text class="tm-axis-title" transform="translate\(9,([\d.]+)\)[^>]*>([^<]*)</text>', chart)
+    assert x_title and y_title and y_title.group(2) == "&lt;norm&gt; (log)" and "<norm>" not in chart
+    assert float(x_title.group(2)) <= height and 0 < float(y_title.group(1)) < height
+    tick_ys = [float(y) for y in re.findall(r'<text x="[\d.]+" y="([\d.]+)" font-size="9" text-anchor="middle"', chart)]
+    assert tick_ys and max(tick_ys) < float(x_title.group(2)) - 8  # the x tick labels sit above their title
+    y_labels = re.findall(r'text-anchor="end" fill="#666">([^<]+)</text>', chart)
+    assert 4 <= len(y_labels) <= 6 and "1" in y_labels, y_labels  # a log axis over less than a decade: round steps
+    hist = histograms.chart_svg("fc.weight", {"x": [5.0], "w": [10.0], "y": [-2.25], "v": [1.0], "h": [0.5]})
+    assert ">step</text>" in hist and ">|grad| (log)</text>" in hist
 
 
 def test_glob_patterns_choose_parameters_and_say_what_matched_nothing():

@@ -88,6 +88,7 @@ def test_stock_loss_chart_draws_the_recorded_losses():
     raw = re.search(r'<polyline fill="none" stroke="#9ecae1"[^>]* points="([^"]+)"', loss_chart)
     assert raw is not None and len(raw.group(1).split()) == len(losses)
     assert ">raw</text>" in loss_chart and ">smoothed</text>" in loss_chart
+    assert re.findall(r'class="tm-axis-title"[^>]*>([^<]*)</text>', loss_chart) == ["step", "loss"]  # as the live axes
 
 
 def test_chart_lines_are_thinned_and_keep_the_last_point():

@@ -64,6 +64,12 @@ function columnSource(doc: IBokehDocument, id: string, warn: WarnOnce): IColumnD
   return model as IColumnDataSource;
 }
 
+/** Whether the view's BokehJS document has a model with this id (a source a patch adds may not yet). */
+export function hasModel(view: object, id: string): boolean {
+  const model = bokehDocument(view)?.get_model_by_id(id);
+  return model !== null && model !== undefined;
+}
+
 /** Applies the refresh's column batches to the sources in the view's BokehJS document. */
 export function applyToBokeh(view: object, refresh: IDecodedRefresh, warn: WarnOnce): void {
   if (refresh.streams.length === 0 && refresh.replace.length === 0) {

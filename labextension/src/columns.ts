@@ -132,6 +132,11 @@ export class SourceLogs {
     }
   }
 
+  /** Whether anything was streamed or replaced into `source` since the baseline. */
+  has(source: string): boolean {
+    return this._logs.has(source);
+  }
+
   /** Everything streamed or replaced since the baseline, as one refresh. */
   replay(): IDecodedRefresh {
     const streams: IDecodedBatch[] = [];

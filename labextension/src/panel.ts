@@ -50,7 +50,9 @@ function table(className: string, header: string[], rows: string[][]): HTMLTable
   for (const row of rows) {
     const tr = body.insertRow();
     for (const cell of row) {
-      tr.insertCell().textContent = cell;
+      const td = tr.insertCell();
+      td.textContent = cell;
+      td.title = cell; // the whole text where a narrow panel cuts it
     }
   }
   return t;

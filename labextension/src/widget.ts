@@ -5,6 +5,8 @@
  * binary buffers. The model keeps what it needs to redraw any view (the latest sections and
  * progress, and what was streamed into each bokeh source); each view applies the refresh to its
  * own child BokehModel view's BokehJS document without sending anything back to the kernel.
+ * The plot's layout changes (charts joining mid-run) are the model's too, applied by each view
+ * in order once its plot's views are built (plotpatches.ts).
  */
 
 import {
@@ -18,9 +20,10 @@ import { Message, MessageLoop } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
 import { ensureBokeh } from './bokeh';
-import { applyToBokeh, muteBokehView } from './bokehdoc';
-import { decodeRefresh, IDecodedRefresh, SourceLogs } from './columns';
+import { applyToBokeh, hasModel, muteBokehView } from './bokehdoc';
+import { decodeRefresh, IDecodedBatch, IDecodedRefresh, SourceLogs } from './columns';
 import { DashboardLayout } from './layout';
+import { interceptPatches, PatchFragment, PatchLog, PlotPatcher } from './plotpatches';
 import {
   messageKind,
   MODULE_NAME,
@@ -35,6 +38,8 @@ export type { Columns, IDecodedBatch, IDecodedRefresh } from './columns';
 
 /** The Backbone event by which the model hands each decoded refresh to its views. */
 const REFRESH_EVENT = 'torchmagic:refresh';
+/** The Backbone event by which the model tells its views of a new fragment of a plot patch. */
+const PATCH_EVENT = 'torchmagic:plot-patch';
 
 export class DashboardModel extends DOMWidgetModel {
   defaults(): ReturnType<DOMWidgetModel['defaults']> {
@@ -66,8 +71,12 @@ export class DashboardModel extends DOMWidgetModel {
   /** Number of refresh messages applied. */
   refreshCount!: number;
 
+  /** The plot's layout changes since its render bundle (see plotpatches.ts). */
+  patches!: PatchLog;
+
   private _logs!: SourceLogs;
   private _plotModel!: WidgetModel | null;
+  private _releasePatches!: () => void;
 
   initialize(...args: Parameters<DOMWidgetModel['initialize']>): void {
     super.initialize(...args);
@@ -75,7 +84,9 @@ export class DashboardModel extends DOMWidgetModel {
     this.progress = null;
     this.refreshCount = 0;
     this._logs = new SourceLogs();
+    this.patches = new PatchLog();
     this._plotModel = null;
+    this._releasePatches = () => undefined;
     this.on('msg:custom', this._onCustom, this);
     this.on('change:plot', this._watchPlot, this);
     this._watchPlot();
@@ -93,13 +104,28 @@ export class DashboardModel extends DOMWidgetModel {
   private _watchPlot(): void {
     if (this._plotModel !== null) {
       this.stopListening(this._plotModel, 'change:render_bundle');
+      this._releasePatches();
     }
-    this._logs.clear();
+    this._newBaseline();
     const plot = this.get('plot');
     this._plotModel = plot instanceof WidgetModel ? plot : null;
     if (this._plotModel !== null) {
-      this.listenTo(this._plotModel, 'change:render_bundle', () => this._logs.clear());
+      this.listenTo(this._plotModel, 'change:render_bundle', this._newBaseline);
+      // From the model's creation on, before any view exists: none of them is lost.
+      this._releasePatches = interceptPatches(this._plotModel, fragment =>
+        this._onPatchFragment(fragment)
+      );
     }
+  }
+
+  private _newBaseline(): void {
+    this._logs.clear();
+    this.patches.clear();
+  }
+
+  private _onPatchFragment(fragment: PatchFragment): void {
+    this.patches.record(fragment);
+    this.trigger(PATCH_EVENT);
   }
 
   private _onCustom(content: unknown, buffers?: (ArrayBuffer | ArrayBufferView)[]): void {
@@ -143,6 +169,9 @@ const FORWARDED_MESSAGES = new Set([
 export class DashboardView extends DOMWidgetView {
   private _layout!: DashboardLayout;
   private _child: DOMWidgetView | null = null;
+  private _patcher: PlotPatcher | null = null;
+  /** Column data held while plot changes are applied (see _holdNew), or null when none is. */
+  private _held: SourceLogs | null = null;
   private _plotGeneration = 0;
   private _warned = new Set<string>();
 
@@ -153,6 +182,7 @@ export class DashboardView extends DOMWidgetView {
     this._layout.applyProgress(model.progress);
     this._applyTitle();
     this.listenTo(model, REFRESH_EVENT, this._onRefresh);
+    this.listenTo(model, PATCH_EVENT, this._onPatch);
     this.listenTo(model, 'change:plot', this._renderPlot);
     this.listenTo(model, 'change:title', this._applyTitle);
     void this._renderPlot();
@@ -194,11 +224,56 @@ export class DashboardView extends DOMWidgetView {
     }
     // Before the child view exists, the model's log is replayed when it does.
     if (this._child !== null) {
-      applyToBokeh(this._child, refresh, this._warnOnce);
+      applyToBokeh(this._child, this._held ? this._holdNew(refresh) : refresh, this._warnOnce);
     }
   }
 
+  /**
+   * While plot changes are applied, the batches of a source not in the document yet (a patch
+   * still to come adds it), or with batches held already (their order), wait; the others are
+   * returned, so the plots already there go on updating.
+   */
+  private _holdNew(refresh: IDecodedRefresh): IDecodedRefresh {
+    const held = this._held as SourceLogs;
+    const child = this._child as DOMWidgetView;
+    const waits = (batch: IDecodedBatch): boolean =>
+      held.has(batch.source) || !hasModel(child, batch.source);
+    const split = (batches: IDecodedBatch[]): [IDecodedBatch[], IDecodedBatch[]] => [
+      batches.filter(waits),
+      batches.filter(batch => !waits(batch))
+    ];
+    const [streamsHeld, streams] = split(refresh.streams);
+    const [replaceHeld, replace] = split(refresh.replace);
+    held.record({ sections: {}, progress: undefined, streams: streamsHeld, replace: replaceHeld });
+    return { sections: {}, progress: undefined, streams, replace };
+  }
+
+  private _onPatch(): void {
+    if (this._patcher !== null) {
+      this._patcher.feed((this.model as DashboardModel).patches);
+      this._holdWhileBusy();
+    }
+  }
+
+  private _holdWhileBusy(): void {
+    if (this._patcher?.busy && this._held === null) {
+      this._held = new SourceLogs();
+    }
+  }
+
+  /** The plot changes are applied: the column data held meanwhile follows. */
+  private _onPatched = (): void => {
+    const held = this._held;
+    this._held = null;
+    if (held !== null && this._child !== null) {
+      applyToBokeh(this._child, held.replay(), this._warnOnce);
+    }
+  };
+
   private _removeChild(): void {
+    this._patcher?.dispose();
+    this._patcher = null;
+    this._held = null;
     if (this._child !== null) {
       const child = this._child;
       this._child = null;
@@ -259,7 +334,20 @@ export class DashboardView extends DOMWidgetView {
       MessageLoop.sendMessage(child.luminoWidget, Widget.Msg.AfterAttach);
     }
     this._child = child;
-    applyToBokeh(child, (this.model as DashboardModel).replay(), this._warnOnce);
+    const model = this.model as DashboardModel;
+    this._patcher = PlotPatcher.of(child, this._warnOnce, this._onPatched);
+    if (this._patcher === null) {
+      this._warnOnce(
+        'patch',
+        'torchmagic: this jupyter_bokeh version is not recognised; charts added during a run may not show'
+      );
+      applyToBokeh(child, model.replay(), this._warnOnce);
+      return;
+    }
+    // Everything so far waits for the first render's views and the patches since the bundle.
+    this._held = new SourceLogs();
+    this._held.record(model.replay());
+    this._patcher.feed(model.patches);
   }
 
   private _warnOnce = (key: string, text: string): void => {

@@ -14,7 +14,9 @@ import time
 
 import pytest
 from test_lab import PageWatch, _wait_app, _wait_notebook_ready
-from test_panel import _notebook, _run_cell, _wait_cell_done
+from test_panel import _notebook, _run_cell, _wait_cell_done, assert_panel_tables_fit
+
+from torchmagic.display import axes, chart_titles
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -110,7 +112,27 @@ JS_TOOLTIPS = """() => {
   return out;
 }"""
 
-FIT_SELECTORS = [".torchmagic-section", ".torchmagic-progress", ".bk-Canvas", ".bk-Toolbar", ".torchmagic-plot"]
+FIT_SELECTORS = [
+    ".torchmagic-section", ".torchmagic-progress", ".torchmagic-progress-label", ".bk-Canvas", ".bk-Toolbar", ".torchmagic-plot",
+]  # fmt: skip
+
+# The live grad-norm chart's y ticks: for each (start, end) asked, and over its range as drawn.
+JS_LIVE_LOG_TICKS = """([title, ranges]) => {
+  for (const doc of (window.Bokeh && window.Bokeh.documents) || []) {
+    for (const model of doc.all_models) {
+      if (model.type === 'Figure' && model.title && model.title.text === title) {
+        const ticker = model.left.find(r => r.ticker !== undefined).ticker, y = model.y_range;
+        const ticks = ([start, end]) => ticker.get_ticks(start, end, y, NaN).major;
+        return { asked: ranges.map(ticks), drawn: ticks([y.start, y.end]), range: [y.start, y.end] };
+      }
+    }
+  }
+  return null;
+}"""
+
+# Room between the progress label's end ("ETA ...") and the output area's right edge, in px.
+JS_LABEL_ROOM = """([root, label]) => document.querySelector(root).getBoundingClientRect().right
+  - document.querySelector(label).getBoundingClientRect().right"""
 
 
 def _server(request, app: str):
@@ -136,14 +158,18 @@ def _wait_for(read, done, timeout_s: float = 30):
 
 
 def _assert_fits(page, what: str) -> None:
-    report = page.evaluate(JS_OVERFLOW, [OUTPUT, FIT_SELECTORS])
+    # BokehJS lays the charts out again a frame or more after a resize: wait for the layout to settle
+    report = _wait_for(lambda: page.evaluate(JS_OVERFLOW, [OUTPUT, FIT_SELECTORS]), lambda r: r["found"] == [], timeout_s=15)
     counts = dict(zip(FIT_SELECTORS, report["counts"]))
     assert counts[".bk-Canvas"] >= 6 and counts[".bk-Toolbar"] >= 6, (what, counts)
     assert report["found"] == [], (what, report["found"])
 
 
-@pytest.mark.parametrize(("app", "width"), [("lab", 1400), ("lab", 1000), ("notebook", 1000)])
-def test_finished_dashboard_fits_stays_interactive_and_keeps_its_twin(request, browser, artifacts, tmp_path, app, width):
+# Each page loaded at `width`, then, finished, resized to `also` (the live view reflows, the side panel stays open).
+@pytest.mark.parametrize(
+    ("app", "width", "also"), [("lab", 1400, (1600, 800)), ("lab", 1000, ()), ("notebook", 1000, (1600, 800))]
+)
+def test_finished_dashboard_fits_stays_interactive_and_keeps_its_twin(request, browser, artifacts, tmp_path, app, width, also):
     server = _server(request, app)
     name = f"views-{app}-{width}.ipynb"
     (server.root / name).write_text(_notebook(SETUP, TRAIN))
@@ -161,6 +187,12 @@ def test_finished_dashboard_fits_stays_interactive_and_keeps_its_twin(request, b
         _run_cell(page, name, 1)
         page.locator(f"{DASHBOARD} .bk-Canvas").first.wait_for(timeout=60000)
         _assert_fits(page, "live")
+        label = f"{DASHBOARD} .torchmagic-progress-label"
+        _wait_for(lambda: page.locator(label).text_content() or "", lambda t: "ETA" in t)
+        room = page.evaluate(JS_LABEL_ROOM, [OUTPUT, label])
+        assert room >= 8, (page.locator(label).text_content(), room)  # the ETA does not touch the edge
+        if app == "lab":
+            assert_panel_tables_fit(page, "live")
         page.locator(OUTPUT).screenshot(path=str(artifacts / f"{prefix}-live.png"))
         outputs = _wait_cell_done(page, name, 1, timeout_s=120)
         assert '"ename"' not in outputs, outputs
@@ -176,6 +208,26 @@ def test_finished_dashboard_fits_stays_interactive_and_keeps_its_twin(request, b
         for title in ("loss", "learning rate"):
             assert title in live_titles and title in twin_titles, (live_titles, twin_titles)
         page.screenshot(path=str(artifacts / f"{prefix}-page-finished.png"))
+
+        # The gradient norm's log axis ticks as the frozen chart's does: 4-6 real values where it can.
+        ranges = [(0.07, 0.4), (0.3, 1.2), (1e-8, 1e2)]
+        log_ticks = page.evaluate(JS_LIVE_LOG_TICKS, [chart_titles.GRAD_NORM, ranges])
+        assert log_ticks is not None
+        for (lo, hi), ticks in zip(ranges, log_ticks["asked"]):
+            assert ticks == pytest.approx(axes.log_ticks(lo, hi), rel=1e-9), (lo, hi, ticks)
+        assert 3 <= len(log_ticks["drawn"]) <= 6, log_ticks
+
+        # Wider and narrower: the charts reflow into the output area, the side panel's tables fit it.
+        for other in also:
+            page.set_viewport_size({"width": other, "height": 1000})
+            page.locator(DASHBOARD).scroll_into_view_if_needed()
+            _assert_fits(page, f"finished, {other} px")
+            if app == "lab":
+                assert_panel_tables_fit(page, f"{other} px")
+            page.screenshot(path=str(artifacts / f"views-{app}-{other}-page-finished.png"))
+        page.set_viewport_size({"width": width, "height": 1000})
+        page.locator(DASHBOARD).scroll_into_view_if_needed()
+        _assert_fits(page, "back")
 
         # Hover: above a step of the loss chart, a tooltip with the values there.
         loss_canvas = page.locator(f"{DASHBOARD} .bk-Canvas").first

@@ -87,6 +87,22 @@ def _wait_cell_done(page, path: str, index: int, timeout_s: float = 60) -> str:
     raise AssertionError(f"cell {index} of {path} did not finish")
 
 
+# The side panel's tables against its width: none wider than the panel, nothing to scroll sideways.
+JS_PANEL_OVERFLOW = """(panel) => {
+  const el = document.querySelector(panel);
+  const right = el.getBoundingClientRect().right;
+  const wide = Array.from(el.querySelectorAll('table')).filter(t => t.getBoundingClientRect().right > right + 1);
+  return { scroll: [el.scrollWidth, el.clientWidth], tables: el.querySelectorAll('table').length,
+           wide: wide.map(t => t.className + ': ' + Math.round(t.getBoundingClientRect().right) + ' > ' + Math.round(right)) };
+}"""
+
+
+def assert_panel_tables_fit(page, what: str) -> None:
+    report = page.evaluate(JS_PANEL_OVERFLOW, "#torchmagic-sidebar")
+    assert report["tables"] >= 1 and report["wide"] == [], (what, report)
+    assert report["scroll"][0] <= report["scroll"][1], (what, report)  # scrollWidth <= clientWidth
+
+
 def _step(page) -> int | None:
     text = page.locator(f"{KERNEL} .torchmagic-run-step").first.text_content(timeout=2000) or ""
     match = re.search(r"step (\d+)", text)
@@ -152,6 +168,7 @@ def test_panel_run_stop_memory_and_dead_kernel(lab_server, browser, artifacts):
         assert page.locator(f"{KERNEL} .torchmagic-run").get_attribute("data-status") == "running"
         assert "ETA" in page.locator(f"{KERNEL} .torchmagic-run").inner_text()
         page.locator(PANEL).screenshot(path=str(artifacts / "panel-running.png"))
+        assert_panel_tables_fit(page, "running")
         page.screenshot(path=str(artifacts / "panel-page-running.png"))
         stop = page.locator(f"{KERNEL} button.torchmagic-stop")
         assert stop.inner_text() == "Stop" and stop.is_enabled()
@@ -178,6 +195,7 @@ def test_panel_run_stop_memory_and_dead_kernel(lab_server, browser, artifacts):
         assert re.fullmatch(r"\+(4[5-9]|5\d)\.\d MiB", cells[1]), cells
         assert "recording" in page.locator(f"{KERNEL} .torchmagic-history-state").inner_text()
         page.locator(PANEL).screenshot(path=str(artifacts / "panel-memory.png"))
+        assert_panel_tables_fit(page, "memory history")  # at the panel's default width
 
         # A kernel that never loads torchmagic does not appear.
         page.evaluate("window.jupyterapp.commands.execute('docmanager:open', {path: 'plain.ipynb'})")

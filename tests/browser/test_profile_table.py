@@ -9,8 +9,9 @@ import re
 import time
 
 import pytest
+from test_dashboard_views import JS_OVERFLOW, _open_side_panel, _wait_for
 from test_lab import PageWatch, _wait_app, _wait_notebook_ready
-from test_panel import _notebook, _run_cell, _wait_cell_done
+from test_panel import _notebook, _run_cell, _wait_cell_done, assert_panel_tables_fit
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -42,6 +43,16 @@ JS_COLUMN = """([root, col]) => {
 
 OUTPUT = ".jp-Notebook .jp-Cell:nth-child(2) .jp-Cell-outputArea"
 OUTPUT_AGAIN = ".jp-Notebook .jp-Cell:nth-child(3) .jp-Cell-outputArea"
+# The explorer's parts: the op table, the plots and their toolbars, its own toolbar (group by, filter).
+FIT_SELECTORS = [
+    ".slick-viewport",
+    ".slick-header",
+    ".bk-Canvas",
+    ".bk-Toolbar",
+    ".widget-dropdown",
+    ".widget-text",
+    ".widget-hbox",
+]
 
 
 def _numbers(cells: list[str]) -> list[float]:
@@ -62,8 +73,9 @@ def _headers(page) -> list[str]:
     return [h.strip() for h in page.locator(f"{OUTPUT} .slick-header-column").all_inner_texts()]
 
 
-@pytest.mark.parametrize("width", [1400, 1000])
-def test_profile_op_table_shows_sorts_regroups_and_fits(lab_server, browser, artifacts, width):
+# Each page loaded at `width` with the side panel open, then resized to `also`.
+@pytest.mark.parametrize(("width", "also"), [(1400, (1600, 800)), (1000, ())])
+def test_profile_op_table_shows_sorts_regroups_and_fits(lab_server, browser, artifacts, width, also):
     name = f"profile-{width}.ipynb"
     (lab_server.root / name).write_text(_notebook(SETUP, PROFILE, AGAIN))
     context = browser.new_context(viewport={"width": width, "height": 900})
@@ -72,6 +84,7 @@ def test_profile_op_table_shows_sorts_regroups_and_fits(lab_server, browser, art
     try:
         page.goto(lab_server.page_url(f"lab/tree/{name}?reset"))
         _wait_app(page)
+        _open_side_panel(page)
         _wait_notebook_ready(page, name)
         _run_cell(page, name, 0)
         _wait_cell_done(page, name, 0)
@@ -99,15 +112,18 @@ def test_profile_op_table_shows_sorts_regroups_and_fits(lab_server, browser, art
         after = _poll(lambda: _numbers(page.evaluate(JS_COLUMN, [OUTPUT, 2])), lambda v: v == sorted(v) and v != before)
         assert after == sorted(after) and after != before, after
 
-        # The table and the plots stay inside the output area.
-        area = output.bounding_box()
-        for selector in (".slick-viewport", ".bk-Canvas"):
-            boxes = [b.bounding_box() for b in page.locator(f"{OUTPUT} {selector}").all() if b.is_visible()]
-            assert boxes and area is not None, selector
-            for box in boxes:
-                assert box is not None
-                inside = box["x"] >= area["x"] - 1 and box["x"] + box["width"] <= area["x"] + area["width"] + 1
-                assert inside, (selector, box, area)
+        # The table, the plots and the toolbars stay inside the output area, at this width and the others.
+        for at in (width, *also, width):
+            page.set_viewport_size({"width": at, "height": 900})
+            output.scroll_into_view_if_needed()
+            read = lambda: page.evaluate(JS_OVERFLOW, [OUTPUT, FIT_SELECTORS])  # noqa: E731
+            report = _wait_for(read, lambda r: r["found"] == [], timeout_s=15)  # the layout settles after a resize
+            counts = dict(zip(FIT_SELECTORS, report["counts"]))
+            assert counts[".slick-viewport"] >= 1 and counts[".bk-Canvas"] >= 1 and counts[".bk-Toolbar"] >= 1, counts
+            assert report["found"] == [], (at, report["found"])
+            assert_panel_tables_fit(page, f"{at} px")
+            if at != width:
+                page.screenshot(path=str(artifacts / f"profile-page-{at}.png"))
 
         # The static table is not repeated under the live one; its header line is kept.
         assert page.locator(f"{OUTPUT} .tm-prof-twin").first.is_hidden()

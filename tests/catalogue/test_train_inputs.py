@@ -329,7 +329,7 @@ def test_user_strings_reach_the_dashboard_escaped(shell, monkeypatch, cell):
     sections = [
         html
         for kind, data, _ in rec.messages
-        if kind == "comm_msg" and data.get("method") == "custom"
+        if kind == "comm_msg" and data.get("method") == "custom" and data["content"].get("kind") == protocol.REFRESH
         for html in data["content"]["sections"].values()
     ]
     assert sections and any(published), "the dashboard sent nothing"

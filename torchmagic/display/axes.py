@@ -1,8 +1,9 @@
 """Axis ticks and tick labels for the static SVG charts: 4-6 round numbers, short labels that fit.
 
 Ticks are 1, 2 or 5 times a power of ten apart, and the axis is widened to the outer ticks, so a
-time axis that starts at 8.31e-07 s starts at 0. On a log axis the ticks are whole decades
-(1, 2 or 5 decades apart), labelled with their real values ("0.01", "1e-06").
+time axis that starts at 8.31e-07 s starts at 0. A log axis (:func:`log_ticks`) keeps its range
+and ticks real values inside it (0.1, 0.15, 0.2, 0.3; 0.001, 0.01 ..), as the live charts tick
+theirs (:mod:`torchmagic.display.log_axis`, the same rule in JavaScript).
 """
 
 from __future__ import annotations
@@ -39,6 +40,72 @@ def decade_ticks(lo: float, hi: float, most: int = 6) -> list[float]:
         if (last - first) // every + 1 <= most:
             return [float(d) for d in range(first, last + 1, every)]
     return [float(math.floor(lo)), float(math.ceil(hi))]
+
+
+# Multiples per decade tried on a log axis, densest first, each set about evenly spaced in log
+# (round steps would crowd its top); then every 2, 5... decades.
+LOG_MANTISSAS = ((1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8), (1, 1.5, 2, 3, 5, 7), (1, 2, 3, 5), (1, 2, 5), (1, 3), (1,))
+LOG_EVERY = (2, 5, 10, 20, 50)
+
+
+def log_ticks(lo: float, hi: float, most: int = 6) -> list[float]:
+    """Ticks of a log axis from ``lo`` to ``hi`` (real values), all inside it, at most ``most``: round
+    steps when hi < 2 lo (0.52, 0.54 ..: log and linear look alike there), else the densest set of
+    multiples of each decade (LOG_MANTISSAS), or of every 2, 5.. decades, not giving more."""
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
+        return []
+    if hi < 2 * lo:
+        steps = _steps_inside(lo, hi, most)
+        if len(steps) >= 2:  # (round steps under 1e-12 round to nothing: those take the decades' multiples)
+            return steps
+    first, last = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    for mantissas in LOG_MANTISSAS:
+        ticks = [t for d in range(first, last + 1) for m in mantissas if _inside(t := _times_decade(m, d), lo, hi)]
+        if len(ticks) <= most:
+            return ticks
+    for every in LOG_EVERY:
+        ticks = [t for d in range(first, last + 1) if d % every == 0 and _inside(t := _times_decade(1, d), lo, hi)]
+        if len(ticks) <= most:
+            return ticks
+    return [lo, hi]
+
+
+def log_label(value: float) -> str:
+    """A log axis tick's real value, up to 6 significant digits: "0.001" .. "1000", else "3e-05", "1e+04"."""
+    if value == 0 or not math.isfinite(value):
+        return "0" if value == 0 else str(value)
+    mantissa, _, exponent = f"{value:.5e}".partition("e")
+    e = int(exponent)
+    if -3 <= e < 4:
+        return _trim(f"{value:.{max(0, 5 - e)}f}")
+    return _trim(mantissa) + f"e{e:+03d}"
+
+
+def _steps_inside(lo: float, hi: float, most: int) -> list[float]:
+    """Multiples of a round step (1, 2, 2.5, 5 times a power of ten) inside lo..hi: the smallest step
+    giving 4 to ``most`` of them, else the smallest giving at most ``most``."""
+    magnitude = 10 ** math.floor(math.log10((hi - lo) / most))
+    fallback: list[float] = []
+    for mantissa in (1, 2, 2.5, 5, 10, 20):
+        step = mantissa * magnitude
+        first, last = math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9)
+        if last - first + 1 > most:
+            continue
+        ticks = [t for k in range(first, last + 1) if lo <= (t := round(k * step, 12)) <= hi]
+        if len(ticks) >= 4:
+            return ticks
+        fallback = fallback or ticks
+    return fallback
+
+
+def _inside(t: float, lo: float, hi: float) -> bool:
+    """A decade's multiple within lo..hi, give or take a rounding (JavaScript's 10 ** 30 is not Python's)."""
+    return lo * (1 - 1e-9) <= t <= hi * (1 + 1e-9)
+
+
+def _times_decade(m: float, d: int) -> float:
+    """m * 10**d, exact where it can be (3 / 10, not 3 * 0.1): the JavaScript twin computes the same."""
+    return float(m * 10**d) if d >= 0 else m / 10 ** (-d)
 
 
 def tick_label(value: float, step: float) -> str:

@@ -35,6 +35,7 @@ from torchmagic.core.monitor import Snapshot
 from torchmagic.core.result import RunResult
 from torchmagic.display import figures, panels, protocol
 from torchmagic.display.histogram_curves import HistogramCurves
+from torchmagic.display.logged_curves import LoggedCurves
 from torchmagic.display.optimizer_curves import OptimizerCurves
 from torchmagic.display.rank_curves import RankCurves
 from torchmagic.display.series import Columns, Decimator, SeriesBatch, UpdateKind, as_float32, ema, halve
@@ -93,6 +94,7 @@ class LiveDashboard:
         self._points: dict[str, list[float]] = {name: [] for name in STEP_CURVES}
         self._ranks: RankCurves | None = None  # distributed runs: the curves by rank
         self._by_optimizer = OptimizerCurves(self.figs)  # several optimizers: loss and lr by optimizer
+        self._logged = LoggedCurves(self.figs, POINTS_PER_REFRESH)  # the user's logged values, a chart each
         self._ema_last: float | None = None
         self._tracked: list[str] = []
         self._layer_cols: dict[str, list[float | None]] = {"x": []}
@@ -170,6 +172,7 @@ class LiveDashboard:
             out.append(SourceUpdate.of(*by_optimizer))
         if self._ranks is not None and ranks:
             out.extend(SourceUpdate.of(batch, source) for batch, source in self._ranks.batches(r.memory, ranks))
+        out.extend(SourceUpdate.of(batch, source) for batch, source in self._logged.batches(r.columns, ranks is not None, final))
         mem = r.memory
         if mem.get("time"):
             mem_cols: dict[str, Sequence[float | None]] = {"t": mem["time"]}

@@ -1,9 +1,9 @@
 """The dashboard's bokeh figures drawn as static SVG from their own declaration, in Python.
 
 Front ends with stock widgets only (VS Code, Colab) cannot be relied on to load BokehJS, so the
-stock dashboard shows each figure as the static renderer draws it: the figure's title, its line
-glyphs (field names, colours, legend labels), its log scale and its band (``varea``) as declared
-in :mod:`torchmagic.display.figures`, with the data its sources hold. A parameter's gradient
+stock dashboard shows each figure as the static renderer draws it: the figure's title and axis
+titles, its line glyphs (field names, colours, legend labels), its log scale and its band
+(``varea``) as declared in :mod:`torchmagic.display.figures`, with the data its sources hold. A parameter's gradient
 histograms (rects) become the chart of :mod:`torchmagic.display.histograms`. Each line is
 thinned to ``POINTS`` points so a refresh stays small.
 """
@@ -18,7 +18,7 @@ import numpy as np
 from torchmagic.display import histograms, svg
 
 POINTS = 100  # per line: a chart's plot area is about 250 px wide
-WIDTH, HEIGHT = 330, 160
+WIDTH, HEIGHT = 330, 175
 
 
 def figures_of(layout: Any) -> list[Any]:
@@ -32,6 +32,7 @@ def figure_svg(fig: Any, width: int = WIDTH, height: int = HEIGHT) -> str:
     from bokeh.models import Line, LogScale, Rect, VArea
 
     title = fig.title.text if fig.title is not None else ""
+    x_title, y_title = _axis_label(fig.xaxis), _axis_label(fig.yaxis)
     labels = _legend_labels(fig)
     xs: Sequence[Any] = []
     series: dict[str, Sequence[Any]] = {}
@@ -40,14 +41,14 @@ def figure_svg(fig: Any, width: int = WIDTH, height: int = HEIGHT) -> str:
     for r in fig.renderers:
         glyph, data = getattr(r, "glyph", None), getattr(getattr(r, "data_source", None), "data", {})
         if isinstance(glyph, Rect):  # a parameter's gradient histograms, drawn as the frozen view draws them
-            return histograms.chart_svg(title, data, width, height)
+            return histograms.chart_svg(title, data, width, height, x_title=x_title)
         if isinstance(glyph, VArea) and glyph.x in data:
             band = (data.get(glyph.y1, []), data.get(glyph.y2, []))
             continue
         if not isinstance(glyph, Line) or glyph.x not in data or glyph.y not in data:
             continue
         xs = data[glyph.x]
-        series[labels.get(r.id, glyph.y)] = data[glyph.y]
+        series[labels.get(r.id, r.name or glyph.y)] = data[glyph.y]  # a line's name: what the frozen view calls it
         colors.append(str(glyph.line_color))
     keep = _thin(len(xs), POINTS)
     return svg.line_chart(
@@ -60,7 +61,15 @@ def figure_svg(fig: Any, width: int = WIDTH, height: int = HEIGHT) -> str:
         band=None if band is None else ([band[0][i] for i in keep], [band[1][i] for i in keep]),
         colors=colors,
         legend=bool(labels),
+        x_title=x_title,
+        y_title=y_title,
     )
+
+
+def _axis_label(axes: Any) -> str:
+    """The title of a figure's (first) x or y axis, "" when it has none."""
+    label = axes[0].axis_label if len(axes) else None
+    return str(label) if label else ""
 
 
 def _legend_labels(fig: Any) -> dict[str, str]:

@@ -8,6 +8,7 @@ from bokeh.models import ColumnDataSource, DataRange1d, GridBox, HoverTool, NoOv
 from bokeh.plotting import figure
 
 from torchmagic.display import chart_titles as titles
+from torchmagic.display import log_axis
 from torchmagic.display.figure_parts import histogram_figure, legend_above
 from torchmagic.display.series import rank_column_names
 from torchmagic.display.svg import PALETTE
@@ -31,9 +32,11 @@ class DashboardFigures:
     ranks: ColumnDataSource | None = None  # distributed runs: x, l0.., t0.., r0.. (by rank) or l_p0.. .. r_p100 (a band)
     rank_memory: ColumnDataSource | None = None  # distributed runs: t, m0.. (RSS), c0.. (CUDA allocated) or m_p0.. (MiB)
     hists: list[ColumnDataSource] = field(default_factory=list)  # one per parameter shown: x, w, y, v (see add_histograms)
+    logged: list[ColumnDataSource] = field(default_factory=list)  # one per logged value charted: x (step), y
 
 
-def _figure(title: str, x_label: str = "step", **kw: object) -> figure:
+def _figure(title: str, x_label: str | None = None, **kw: object) -> figure:
+    x_title, y_title = titles.axis_titles(title, x_label)
     p = figure(
         title=title,
         width=WIDTH,
@@ -43,12 +46,13 @@ def _figure(title: str, x_label: str = "step", **kw: object) -> figure:
         styles=CHART_STYLES,
         tools="pan,wheel_zoom,box_zoom,reset,hover",
         toolbar_location="right",
-        x_axis_label=x_label,
+        x_axis_label=x_title,
+        y_axis_label=y_title or None,
         **kw,
     )
     p.title.text_font_size = "11px"
     p.toolbar.logo = None
-    p.xaxis.axis_label_text_font_size = "10px"
+    p.xaxis.axis_label_text_font_size = p.yaxis.axis_label_text_font_size = "10px"
     p.xaxis.ticker.desired_num_ticks = p.yaxis.ticker.desired_num_ticks = 5
     for axis in (*p.xaxis, *p.yaxis):  # labels that would overlap (a log axis over few decades) are left out
         axis.major_label_policy = NoOverlap()
@@ -77,6 +81,7 @@ def build(histograms: bool = False) -> DashboardFigures:
     rate = _figure(titles.THROUGHPUT)
     rate.line("x", "rate", source=steps, color=titles.color("rate"))
     grad = _figure(titles.GRAD_NORM, y_axis_type="log")
+    log_axis.apply(grad)
     grad.line("x", "gn", source=layers, color=titles.GLOBAL_NORM_COLOR, line_width=1.5)
     for i in range(TRACKED_LAYERS):
         grad.line("x", f"g{i}", source=layers, color=PALETTE[i % len(PALETTE)], alpha=0.8)
@@ -134,6 +139,27 @@ def add_histograms(figs: DashboardFigures, names: list[str]) -> list[ColumnDataS
     placed = [(fig, first + i // 3, i % 3) for i, fig in enumerate(charts)]
     figs.layout.children = [*figs.layout.children, *placed]  # type: ignore[attr-defined]
     return figs.hists
+
+
+def add_logged(figs: DashboardFigures, names: list[str]) -> list[ColumnDataSource]:
+    """A chart per logged value in ``names``, titled by its name, below the others: a line through the
+    logged points and a marker at each (a value logged once, or every few hundred steps, still shows).
+    Returns their sources, also appended to ``figs.logged``."""
+    first = _next_row(figs)
+    color = PALETTE[titles.LOGGED_COLOR]
+    sources, charts = [], []
+    for name in names:
+        source = ColumnDataSource({"x": [], "y": []}, name=f"tm-logged-{len(figs.logged) + len(sources)}")
+        chart = _figure(name)
+        line = chart.line("x", "y", source=source, color=color, name=name)  # the series' name in the stock view's SVG
+        chart.scatter("x", "y", source=source, color=color, size=4)
+        chart.select_one(HoverTool).renderers = [line]  # one tooltip per step, not the line's and the marker's
+        sources.append(source)
+        charts.append(chart)
+    placed = [(fig, first + i // 3, i % 3) for i, fig in enumerate(charts)]
+    figs.layout.children = [*figs.layout.children, *placed]  # type: ignore[attr-defined]
+    figs.logged.extend(sources)
+    return sources
 
 
 def add_ranks(

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from torchmagic.core import devicestats
-from torchmagic.display import axes, png
+from torchmagic.display import axes, png, svg
+from torchmagic.display.chart_titles import STEP_AXIS
 
 MAX_SHOWN = 8  # charts at most: more would push the rest of the dashboard out of sight
 # Light to dark (ColorBrewer YlGnBu without its near-white end), so sparse bins fade into the page.
@@ -27,7 +28,7 @@ PALETTE = ("#edf8b1", "#c7e9b4", "#7fcdbb", "#41b6c4", "#1d91c0", "#225ea8", "#2
 SHARE_HIGH = 0.4  # the darkest colour: 40% of the values or more in one bin
 SCALE_TICKS = {0.0: "0%", 0.2: "20%", 0.4: "≥40%"}
 Y_LABEL = "|grad| (log)"
-WIDTH, HEIGHT = 300, 150
+WIDTH, HEIGHT = 300, 165
 BIN_HEIGHT = (devicestats.HIST_LOG10_RANGE[1] - devicestats.HIST_LOG10_RANGE[0]) / devicestats.HIST_BINS
 
 
@@ -117,8 +118,8 @@ def recorded_cells(h: dict[str, Any], index: int) -> dict[str, np.ndarray]:
     return out
 
 
-def chart_svg(title: str, cells: dict[str, Any], width: int = WIDTH, height: int = HEIGHT) -> str:
-    """One parameter's histograms over steps, with its axes and colour scale, as SVG."""
+def chart_svg(title: str, cells: dict[str, Any], width: int = WIDTH, height: int = HEIGHT, x_title: str = STEP_AXIS) -> str:
+    """One parameter's histograms over steps, with its axes (titled as the live chart's) and colour scale, as SVG."""
     x, w, y, v = (np.asarray(cells.get(k, []), dtype=np.float64) for k in ("x", "w", "y", "v"))
     bin_h = float(np.asarray(cells["h"])[0]) if len(cells.get("h", [])) else BIN_HEIGHT
     head = (
@@ -137,8 +138,8 @@ def chart_svg(title: str, cells: dict[str, Any], width: int = WIDTH, height: int
     every = next(e for e in (1, 2, 3, 5, 10) if len(y_ticks[::e]) <= 6)
     y_ticks = y_ticks[::every]
     y_labels = [axes.decade_label(t) for t in y_ticks]
-    pad_l = 18 + max([axes.text_px(t) for t in y_labels] or [0])
-    pad_r, pad_t, pad_b = 44, 18, 16  # the colour scale on the right
+    pad_l = 7 + svg.TITLE_PX + max([axes.text_px(t) for t in y_labels] or [0])
+    pad_r, pad_t, pad_b = 44, 18, 16 + (svg.TITLE_PX if x_title else 0)  # the colour scale on the right
     pw, ph = width - pad_l - pad_r, height - pad_t - pad_b
     x0, x1 = x_ticks[0], x_ticks[-1]
 
@@ -154,16 +155,13 @@ def chart_svg(title: str, cells: dict[str, Any], width: int = WIDTH, height: int
         body.append(
             f'<text x="{pad_l - 3:.1f}" y="{sy(t) + 3:.1f}" font-size="9" text-anchor="end" fill="#666">{escape(text)}</text>'
         )
-    body.append(
-        f'<text transform="translate(9,{pad_t + ph / 2:.1f}) rotate(-90)" font-size="9" text-anchor="middle" '
-        f'fill="#666">{escape(Y_LABEL)}</text>'
-    )
+    body.append(svg.axis_titles_svg(x_title, Y_LABEL, (pad_l, pad_t, pw, ph), height))
     step = x_ticks[1] - x_ticks[0]
     for t in x_ticks:
         text = axes.tick_label(t, step)
         half = axes.text_px(text) / 2
         cx = min(max(sx(t), half + 1), pad_l + pw + pad_r - half - 1)
-        body.append(f'<text x="{cx:.1f}" y="{height - 4}" font-size="9" text-anchor="middle" fill="#666">{text}</text>')
+        body.append(f'<text x="{cx:.1f}" y="{pad_t + ph + 12}" font-size="9" text-anchor="middle" fill="#666">{text}</text>')
     body.append(_scale_svg(pad_l + pw + 8, pad_t, ph))
     return head + "".join(body) + "</svg>"
 

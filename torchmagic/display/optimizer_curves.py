@@ -153,8 +153,10 @@ def optimizer_charts(result: RunResult) -> list[str]:
     losses = {name: ema([rows[it].get(f"l{i}") for it in xs]).values for i, name in enumerate(names)}
     lrs = {name: [rows[it].get(f"r{i}") for it in xs] for i, name in enumerate(names)}
     return [
-        svg.line_chart("loss by optimizer (smoothed) over iterations", xs, losses, legend=True),
-        svg.line_chart("learning rate by optimizer", xs, lrs, legend=True),
+        svg.line_chart(
+            "loss by optimizer (smoothed) over iterations", xs, losses, legend=True, x_title="iteration", y_title="loss"
+        ),
+        svg.line_chart("learning rate by optimizer", xs, lrs, legend=True, x_title="iteration", y_title="lr"),
     ]
 
 

@@ -8,7 +8,6 @@ from html import escape
 from typing import Any
 
 from torchmagic.core.distributed import DistributedSnapshot
-from torchmagic.core.distributed.merge import SPREAD_COLUMNS
 from torchmagic.core.formatting import duration, nbytes, number, rate
 from torchmagic.core.monitor import Snapshot
 from torchmagic.core.naming import MODEL_LABEL
@@ -91,7 +90,7 @@ def progress_label(snap: Snapshot) -> str:
     r = snap.result
     if snap.fraction is None:
         return f"step {r.steps}"
-    eta = f" · ETA {duration(snap.eta)}" if snap.eta is not None else ""
+    eta = f" · ETA {duration(snap.eta)}" if snap.eta is not None and not snap.final else ""  # none once finished
     return f"{snap.fraction * 100:.0f}% · step {r.steps}" + (f"/~{r.total_steps}" if r.total_steps else "") + eta
 
 
@@ -171,14 +170,14 @@ def snapshot_html(result: RunResult, snap: Snapshot | None = None, histograms: S
     cols = result.columns
     steps = cols.get("step", [])
     charts = [
-        svg.line_chart(
+        _chart(
             titles.LOSS,
             steps,
             {"raw": cols.get("loss", []), "smoothed": ema(cols.get("loss", [])).values},
             colors=[titles.RAW_LOSS_COLOR, titles.color("loss_smooth")],
         ),
-        svg.line_chart(titles.LR, steps, {"lr": cols.get("lr", [])}, colors=[titles.color("lr")]),
-        svg.line_chart(titles.THROUGHPUT, steps, {"samples/s": _smoothed_rate(cols)}, colors=[titles.color("rate")]),
+        _chart(titles.LR, steps, {"lr": cols.get("lr", [])}, colors=[titles.color("lr")]),
+        _chart(titles.THROUGHPUT, steps, {"samples/s": _smoothed_rate(cols)}, colors=[titles.color("rate")]),
         *layer_charts(result),
     ]
     if optimizer_curves.several(result):  # a curve per optimizer, not their losses in one zig-zag
@@ -189,20 +188,24 @@ def snapshot_html(result: RunResult, snap: Snapshot | None = None, histograms: S
         mib = {_MEMORY_LABELS[k]: [None if v is None else v / 2**20 for v in mem[k]] for k in present}
         colors = [titles.color(k) for k in present]
         # where the live grid has it: after the gradient norms
-        charts.insert(4, svg.line_chart(titles.MEMORY, mem["time"], mib, legend=True, colors=colors))
+        charts.insert(4, _chart(titles.MEMORY, mem["time"], mib, legend=True, colors=colors))
     ranks = snap.ranks if isinstance(snap, DistributedSnapshot) and len(snap.ranks) > 1 else None
     if ranks:
         charts.extend(rank_charts(cols, ranks, mem))
-    aggregate = _RANK_COLUMNS if isinstance(snap, DistributedSnapshot) else set()
-    logged = [k for k in cols if k not in _BUILTIN_COLUMNS and k not in aggregate and not k.startswith("lr_")]
-    for name in logged[:4]:
-        charts.append(svg.line_chart(name, steps, {name: cols[name]}))
+    for name in titles.logged_columns(cols, isinstance(snap, DistributedSnapshot)):
+        charts.append(svg.line_chart(name, steps, {name: cols[name]}, colors=[PALETTE[titles.LOGGED_COLOR]]))
     return (
         f'{STYLE}<div class="tm-dash"><div>{header(snap, result.status)}</div>'
         f'<div>{_error(result)}{alerts(result)}</div><div class="tm-charts">{"".join(charts)}</div>'
         f"{hist_charts.section_html(result.histograms, histograms or ())}{layers(result)}"
         f'<div style="color:#888">torchmagic · {escape(result.summary())}</div></div>'
     )
+
+
+def _chart(title: str, xs: Sequence[Any], lines: dict[str, Sequence[Any]], **kw: Any) -> str:
+    """A frozen chart with the axis titles of its live twin (:func:`chart_titles.axis_titles`)."""
+    x_title, y_title = titles.axis_titles(title)
+    return svg.line_chart(title, xs, lines, x_title=x_title, y_title=y_title, **kw)
 
 
 def _smoothed_rate(cols: Any) -> list[float | None]:
@@ -227,11 +230,11 @@ def layer_charts(result: RunResult) -> list[str]:
     grad_series: dict[str, Sequence[float | None]] = {"global": global_norm}
     grad_series.update((name, [by_stat["grad_norm"].get(name, {}).get(s) for s in scheduled]) for name in tracked)
     colors = [titles.GLOBAL_NORM_COLOR] + [PALETTE[i % len(PALETTE)] for i in range(len(tracked))]
-    charts = [svg.line_chart(titles.GRAD_NORM, grad_xs, grad_series, log_y=True, colors=colors)]
+    charts = [_chart(titles.GRAD_NORM, grad_xs, grad_series, log_y=True, colors=colors)]
     act_steps = sorted({step for values in by_stat["act_std"].values() for step in values})
     if act_steps:
         acts = {name: [by_stat["act_std"].get(name, {}).get(s) for s in act_steps] for name in tracked}
-        charts.append(svg.line_chart(titles.ACTIVATION_STD, act_steps, acts, colors=colors[1:]))
+        charts.append(_chart(titles.ACTIVATION_STD, act_steps, acts, colors=colors[1:]))
     return charts
 
 
@@ -247,7 +250,7 @@ def rank_charts(cols: Any, ranks: Any, memory: Any = None) -> list[str]:
             name: values if name == "t" else [None if v is None else v / 2**20 for v in values]
             for name, values in series.rank_memory_columns(memory, ranks, keys).items()
         }
-        titles = {"m": "RSS by rank (MiB) over time (s)", "c": "CUDA allocated by rank (MiB) over time (s)"}
+        titles = {"m": "RSS by rank (MiB)", "c": "CUDA allocated by rank (MiB)"}  # over seconds, as the live ones
         charts.extend(_by_rank(titles[key], mib, "t", key, ranks) for key in keys)
     return charts
 
@@ -255,9 +258,9 @@ def rank_charts(cols: Any, ranks: Any, memory: Any = None) -> list[str]:
 def _by_rank(title: str, curves: dict[str, Any], x: str, key: str, ranks: Any) -> str:
     labels = series.rank_labels(ranks)
     if labels:
-        return svg.line_chart(title, curves[x], {label: curves[f"{key}{i}"] for i, label in enumerate(labels)})
+        return _chart(title, curves[x], {label: curves[f"{key}{i}"] for i, label in enumerate(labels)})
     band = (curves[f"{key}_p0"], curves[f"{key}_p100"])
-    return svg.line_chart(title, curves[x], {"p50": curves[f"{key}_p50"]}, band=band)
+    return _chart(title, curves[x], {"p50": curves[f"{key}_p50"]}, band=band)
 
 
 def html(result: RunResult) -> str:
@@ -270,6 +273,3 @@ def text(result: RunResult) -> str:
 
 
 _MEMORY_LABELS = {"rss": "RSS", "cuda_allocated": "CUDA allocated", "cuda_reserved": "CUDA reserved"}  # as the live plot
-_BUILTIN_COLUMNS = {"step", "time", "loss", "lr", "grad_norm", "samples_per_s", "step_time", "optimizer", "iteration"}
-# the aggregate of a distributed run: percentiles across ranks and the ranks' local time, drawn by rank
-_RANK_COLUMNS = {"local_time", *(f"{c}_{q}" for c in SPREAD_COLUMNS for q in series.SPREAD)}

@@ -10,6 +10,7 @@ from typing import NamedTuple
 from torchmagic.core.formatting import number
 from torchmagic.display import axes
 
+TITLE_PX = 11  # the room an axis title takes: a line of 9 px text
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
 
@@ -39,15 +40,18 @@ def line_chart(
     series: dict[str, Sequence[float | None]],
     *,
     width: int = 300,
-    height: int = 150,
+    height: int = 165,
     log_y: bool = False,
     band: tuple[Sequence[float | None], Sequence[float | None]] | None = None,
     colors: Sequence[str] | None = None,
     legend: bool | None = None,
+    x_title: str = "",
+    y_title: str = "",
 ) -> str:
     """An SVG line chart of one or more series sharing x; empty series are left out. ``band`` (low
     and high values at each x, linear y only) is shaded behind the first series' colour. ``colors``:
-    one per series (default: the palette); ``legend``: name the series (default: when several)."""
+    one per series (default: the palette); ``legend``: name the series (default: when several);
+    ``x_title``, ``y_title``: the axes' titles (as the live chart's, :mod:`chart_titles`)."""
     palette = list(colors) if colors else list(PALETTE)
     color_of = {name: palette[i % len(palette)] for i, name in enumerate(series)}
     lines = {}
@@ -78,17 +82,19 @@ def line_chart(
     x_ticks = axes.nice_ticks(x0, x1)
     if constant:  # a flat line says its value, not a made-up spread around it
         y_ticks, y_labels = [y0 - 1.0, y0, y0 + 1.0], ["", _value_label(y0, log_y), ""]
-    elif log_y:
-        y_ticks = axes.decade_ticks(y0, y1)
-        y_labels = [axes.decade_label(t) for t in y_ticks]
+    elif log_y:  # padded as BokehJS pads a log range (5% of its decades each side), ticked inside
+        pad = (y1 - y0) * 0.05
+        values = axes.log_ticks(10 ** (y0 - pad), 10 ** (y1 + pad))
+        y_ticks = [y0 - pad, *(math.log10(v) for v in values), y1 + pad]
+        y_labels = ["", *(axes.log_label(v) for v in values), ""]
     else:
         y_ticks = axes.nice_ticks(y0, y1)
         y_labels = [axes.tick_label(t, y_ticks[1] - y_ticks[0]) for t in y_ticks]
     x0, x1, y0, y1 = x_ticks[0], x_ticks[-1], y_ticks[0], y_ticks[-1]
     show_legend = legend if legend is not None else len(lines) > 1
     legend_rows = _legend_rows(list(lines), width - 8) if show_legend else []
-    pad_l = max(16, 6 + max(axes.text_px(t) for t in y_labels))
-    pad_r, pad_b, pad_t = 10, 16, 20 + 11 * len(legend_rows)
+    pad_l = max(16, 6 + max(axes.text_px(t) for t in y_labels)) + (TITLE_PX if y_title else 0)
+    pad_r, pad_b, pad_t = 10, 16 + (TITLE_PX if x_title else 0), 20 + 11 * len(legend_rows)
     pw, ph = width - pad_l - pad_r, height - pad_b - pad_t
 
     def sx(x: float) -> float:
@@ -111,8 +117,9 @@ def line_chart(
         half = axes.text_px(text) / 2
         cx = min(max(sx(t), half + 1), width - half - 1)  # the outer labels stay inside the picture
         body.append(
-            f'<text x="{cx:.1f}" y="{height - 4}" font-size="{axes.FONT_PX}" text-anchor="middle" fill="#666">{text}</text>'
+            f'<text x="{cx:.1f}" y="{pad_t + ph + 12}" font-size="{axes.FONT_PX}" text-anchor="middle" fill="#666">{text}</text>'
         )
+    body.append(axis_titles_svg(x_title, y_title, (pad_l, pad_t, pw, ph), height))
     if lo and hi:
         outline = " ".join(f"{sx(p.x):.1f},{sy(p.y):.1f}" for p in [*lo, *reversed(hi)])
         body.append(
@@ -138,6 +145,23 @@ def line_chart(
             body.append(f'<rect x="{x:.1f}" y="{y - 6}" width="8" height="3" fill="{color_of[name]}"/>')
             body.append(f'<text x="{x + 11:.1f}" y="{y}" font-size="9" fill="#444">{escape(name)}</text>')
     return head + "".join(body) + "</svg>"
+
+
+def axis_titles_svg(x_title: str, y_title: str, plot: tuple[float, float, float, float], height: float) -> str:
+    """The x title centred under the tick labels, the y title turned up along the left edge."""
+    left, top, pw, ph = plot
+    out = ""
+    if x_title:
+        out += (
+            f'<text class="tm-axis-title" x="{left + pw / 2:.1f}" y="{height - 3}" font-size="{axes.FONT_PX}" '
+            f'text-anchor="middle" fill="#444">{escape(x_title)}</text>'
+        )
+    if y_title:
+        out += (
+            f'<text class="tm-axis-title" transform="translate(9,{top + ph / 2:.1f}) rotate(-90)" '
+            f'font-size="{axes.FONT_PX}" text-anchor="middle" fill="#444">{escape(y_title)}</text>'
+        )
+    return out
 
 
 def _value_label(y: float, log_y: bool) -> str:
