@@ -31,6 +31,22 @@ JS_BOKEH_ROWS = """() => {
   return rows;
 }"""
 
+# The same count read by a timer in the page every 100 ms, kept in the page: a loaded machine slows
+# the test's own round trips (screenshots above all) far more than the page's timers.
+JS_SAMPLE_ROWS = (
+    """() => {
+  window.__torchmagicRows = [];
+  const rows = """
+    + JS_BOKEH_ROWS
+    + """;
+  window.__torchmagicRowsTimer = setInterval(() => {
+    const count = rows();
+    if (count) { window.__torchmagicRows.push([Math.round(performance.now()), count]); }
+  }, 100);
+}"""
+)
+JS_SAMPLED_ROWS = "() => { clearInterval(window.__torchmagicRowsTimer); return window.__torchmagicRows ?? []; }"
+
 # Whether every code cell of the current notebook has run, the kernel is idle, and the errors.
 JS_FIND_NOTEBOOK = """(path) => {
   for (const widget of window.jupyterapp.shell.widgets('main')) {
@@ -183,6 +199,7 @@ def _watch_the_run(page, path: str, shots_dir: Path, prefix: str) -> RunObservat
     plot = dashboard.locator(".torchmagic-plot").first
     deadline = time.monotonic() + RUN_TIMEOUT_S
     live_shot = False
+    page.evaluate(JS_SAMPLE_ROWS)
     while time.monotonic() < deadline:
         seen.state = page.evaluate(JS_NOTEBOOK_STATE, path)
         done = bool(seen.state and seen.state["executed"] and seen.state["status"] == "idle")
@@ -219,6 +236,7 @@ def _watch_the_run(page, path: str, shots_dir: Path, prefix: str) -> RunObservat
                 seen.rows.append(count)
     else:
         pytest.fail(f"the notebook did not finish within {RUN_TIMEOUT_S} s: {seen.state}")
+    seen.rows.extend(count for _, count in page.evaluate(JS_SAMPLED_ROWS))
     return seen
 
 
