@@ -12,9 +12,8 @@ import torch.nn as nn
 
 import torchmagic
 from torchmagic.core import TrainingMonitor
-from torchmagic.display import chart_titles, figure_svg, panels
+from torchmagic.display import chart_specs, figure_svg, panels
 from torchmagic.display.dashboard import LiveDashboard
-from torchmagic.display.svg import PALETTE
 from torchmagic.display.testing import recording_comms
 
 
@@ -100,7 +99,7 @@ def test_both_views_chart_the_same_first_logged_columns():
                 model(torch.randn(8, 4)).pow(2).mean().backward()
                 opt.step()
                 torchmagic.log(**{f"m{step // 2}": float(step)})  # a new column every other step: m0 … m6
-    chosen = chart_titles.logged_columns(mon.result.columns)
+    chosen = chart_specs.logged_columns(mon.result.columns)
     assert chosen == ["m0", "m1", "m2", "m3"]
     assert _titles(dash.figs.layout)[-4:] == chosen and "m4" not in _titles(dash.figs.layout)  # they join below the others
     html = panels.snapshot_html(mon.result)
@@ -152,7 +151,7 @@ def test_magic_adds_the_logged_chart_mid_run_and_streams_what_the_loop_logged(sh
     first_patch = kinds.index("patch")
     assert "refresh" in kinds[:first_patch], "the chart did not join a layout already shown"
     patches = "".join(c.get("payload", "") for c, _ in custom if c.get("msg") == "patch").replace(" ", "")
-    assert '"text":"accuracy"' in patches and f'"line_color":{json.dumps(PALETTE[chart_titles.LOGGED_COLOR])}' in patches
+    assert '"text":"accuracy"' in patches and f'"line_color":{json.dumps(chart_specs.LOGGED_COLOR)}' in patches
     xs: list[float] = []
     ys: list[float] = []
     for content, bufs in custom:
@@ -164,4 +163,4 @@ def test_magic_adds_the_logged_chart_mid_run_and_streams_what_the_loop_logged(sh
     assert ys == pytest.approx(accuracies, rel=1e-6)  # float32 on the wire; the loop's own numbers
     assert torchmagic.last_run().columns["accuracy"][5:] == accuracies  # the history keeps them exactly
     frozen = next(html for html in published if "tm-dash" in html)
-    assert ">accuracy</text>" in frozen and PALETTE[chart_titles.LOGGED_COLOR] in frozen
+    assert ">accuracy</text>" in frozen and chart_specs.LOGGED_COLOR in frozen

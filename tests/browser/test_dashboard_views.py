@@ -16,7 +16,7 @@ import pytest
 from test_lab import PageWatch, _wait_app, _wait_notebook_ready
 from test_panel import _notebook, _run_cell, _wait_cell_done, assert_panel_tables_fit
 
-from torchmagic.display import axes, chart_titles
+from torchmagic.display import axes, chart_specs
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -211,7 +211,7 @@ def test_finished_dashboard_fits_stays_interactive_and_keeps_its_twin(request, b
 
         # The gradient norm's log axis ticks as the frozen chart's does: 4-6 real values where it can.
         ranges = [(0.07, 0.4), (0.3, 1.2), (1e-8, 1e2)]
-        log_ticks = page.evaluate(JS_LIVE_LOG_TICKS, [chart_titles.GRAD_NORM, ranges])
+        log_ticks = page.evaluate(JS_LIVE_LOG_TICKS, [chart_specs.GRAD_NORM.title, ranges])
         assert log_ticks is not None
         for (lo, hi), ticks in zip(ranges, log_ticks["asked"]):
             assert ticks == pytest.approx(axes.log_ticks(lo, hi), rel=1e-9), (lo, hi, ticks)

@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from bokeh.models import ColumnDataSource, DataRange1d, GridBox, HoverTool, NoOverlap
 from bokeh.plotting import figure
 
-from torchmagic.display import chart_titles as titles
+from torchmagic.display import chart_specs as specs
 from torchmagic.display import log_axis
 from torchmagic.display.figure_parts import histogram_figure, legend_above
 from torchmagic.display.series import rank_column_names
 from torchmagic.display.svg import PALETTE
 
-TRACKED_LAYERS = titles.TRACKED_LAYERS
+TRACKED_LAYERS = specs.TRACKED_LAYERS
 WIDTH, HEIGHT = 330, 185
 MIN_WIDTH = 300  # a chart narrower than this cannot show its title, ticks and toolbar side by side
 # The grid reflows: as many columns of at least MIN_WIDTH as the output area holds, each stretched to an
@@ -35,8 +35,9 @@ class DashboardFigures:
     logged: list[ColumnDataSource] = field(default_factory=list)  # one per logged value charted: x (step), y
 
 
-def _figure(title: str, x_label: str | None = None, **kw: object) -> figure:
-    x_title, y_title = titles.axis_titles(title, x_label)
+def _figure(title: str, x_label: str | None = None, y_label: str | None = None, **kw: object) -> figure:
+    x_title, y_title = specs.axis_titles(title, x_label)
+    y_title = y_title if y_label is None else y_label
     p = figure(
         title=title,
         width=WIDTH,
@@ -65,33 +66,14 @@ def _figure(title: str, x_label: str | None = None, **kw: object) -> figure:
 
 
 def build(histograms: bool = False) -> DashboardFigures:
-    """The dashboard's plots; the gradient histograms (``histograms``) join when their parameters are known."""
+    """The dashboard's plots (:data:`chart_specs.STEP_CHARTS`); the gradient histograms
+    (``histograms``) join when their parameters are known."""
     steps = ColumnDataSource({k: [] for k in ("x", "loss", "loss_smooth", "lr", "rate")}, name="tm-steps")
     mem = ColumnDataSource({k: [] for k in ("t", "rss", "cuda_allocated", "cuda_reserved")}, name="tm-memory")
     layer_cols = ["x", "gn"] + [f"g{i}" for i in range(TRACKED_LAYERS)] + [f"a{i}" for i in range(TRACKED_LAYERS)]
     layers = ColumnDataSource({k: [] for k in layer_cols}, name="tm-layers")
-
-    loss = _figure(titles.LOSS)
-    loss.line("x", "loss", source=steps, color=titles.RAW_LOSS_COLOR, legend_label="raw")
-    loss.line("x", "loss_smooth", source=steps, color=titles.color("loss_smooth"), line_width=2, legend_label="smoothed")
-    legend_above(loss)
-    # From 0: a constant rate is a line at its value (DataRange1d spans -1..1 around a constant series).
-    lr = _figure(titles.LR, y_range=DataRange1d(start=0))
-    lr.line("x", "lr", source=steps, color=titles.color("lr"))
-    rate = _figure(titles.THROUGHPUT)
-    rate.line("x", "rate", source=steps, color=titles.color("rate"))
-    grad = _figure(titles.GRAD_NORM, y_axis_type="log")
-    log_axis.apply(grad)
-    grad.line("x", "gn", source=layers, color=titles.GLOBAL_NORM_COLOR, line_width=1.5)
-    for i in range(TRACKED_LAYERS):
-        grad.line("x", f"g{i}", source=layers, color=PALETTE[i % len(PALETTE)], alpha=0.8)
-    memory = _figure(titles.MEMORY, x_label="seconds")
-    memory.line("t", "rss", source=mem, color=titles.color("rss"), legend_label="RSS")  # CUDA joins where it is used
-    legend_above(memory)
-    last = _figure(titles.ACTIVATION_STD)
-    for i in range(TRACKED_LAYERS):
-        last.line("x", f"a{i}", source=layers, color=PALETTE[i % len(PALETTE)], alpha=0.8)
-    charts = [loss, lr, rate, grad, memory, last]
+    sources = {"steps": steps, "grads": layers, "acts": layers, "memory": mem}
+    charts = [chart_figure(spec, sources[spec.source]) for spec in specs.STEP_CHARTS]
     layout = GridBox(
         children=[(fig, i // 3, i % 3) for i, fig in enumerate(charts)],
         sizing_mode="stretch_width",
@@ -99,6 +81,32 @@ def build(histograms: bool = False) -> DashboardFigures:
         styles=GRID_STYLES,
     )
     return DashboardFigures(layout, steps, mem, layers)
+
+
+def chart_figure(spec: specs.Chart, source: ColumnDataSource) -> figure:
+    """The live plot of ``spec``: its lines (those ``when_present`` join later, see :func:`show_cuda_memory`)."""
+    kw: dict[str, object] = {"y_axis_type": "log"} if spec.log_y else {}
+    if spec.y_from_zero:  # DataRange1d spans -1..1 around a constant series
+        kw["y_range"] = DataRange1d(start=0)
+    fig = _figure(spec.title, spec.x_title, spec.y_title, **kw)
+    if spec.log_y:
+        log_axis.apply(fig)
+    for line in spec.lines:
+        if not line.when_present:
+            _line(fig, spec, line, source)
+    if spec.layers is not None:
+        for i in range(TRACKED_LAYERS):
+            fig.line(spec.x, f"{spec.layers}{i}", source=source, color=spec.layer_color(i), alpha=0.8)
+    if spec.legend:
+        legend_above(fig)
+    return fig
+
+
+def _line(fig: figure, spec: specs.Chart, line: specs.Line, source: ColumnDataSource) -> None:
+    style: dict[str, object] = {"line_dash": line.dash} if line.dash else {}
+    if spec.legend:
+        style["legend_label"] = line.label
+    fig.line(spec.x, line.column, source=source, color=line.color, line_width=line.width, **style)
 
 
 def _next_row(figs: DashboardFigures) -> int:
@@ -119,9 +127,9 @@ def show_cuda_memory(figs: DashboardFigures) -> None:
     memory = _drawing(figs, "rss")
     if memory is None or len(memory.renderers) > 1:
         return
-    memory.line("t", "cuda_allocated", source=figs.memory, color=titles.color("cuda_allocated"), legend_label="CUDA allocated")
-    reserved = titles.color("cuda_reserved")
-    memory.line("t", "cuda_reserved", source=figs.memory, color=reserved, legend_label="CUDA reserved", line_dash="dashed")
+    for line in specs.MEMORY.lines:
+        if line.when_present:
+            _line(memory, specs.MEMORY, line, figs.memory)
 
 
 def add_histograms(figs: DashboardFigures, names: list[str]) -> list[ColumnDataSource]:
@@ -146,7 +154,7 @@ def add_logged(figs: DashboardFigures, names: list[str]) -> list[ColumnDataSourc
     logged points and a marker at each (a value logged once, or every few hundred steps, still shows).
     Returns their sources, also appended to ``figs.logged``."""
     first = _next_row(figs)
-    color = PALETTE[titles.LOGGED_COLOR]
+    color = specs.LOGGED_COLOR
     sources, charts = [], []
     for name in names:
         source = ColumnDataSource({"x": [], "y": []}, name=f"tm-logged-{len(figs.logged) + len(sources)}")

@@ -20,7 +20,7 @@ import numpy as np
 
 from torchmagic.core import devicestats
 from torchmagic.display import axes, png, svg
-from torchmagic.display.chart_titles import STEP_AXIS
+from torchmagic.display.chart_specs import STEP_AXIS
 
 MAX_SHOWN = 8  # charts at most: more would push the rest of the dashboard out of sight
 # Light to dark (ColorBrewer YlGnBu without its near-white end), so sparse bins fade into the page.

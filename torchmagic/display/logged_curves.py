@@ -1,6 +1,6 @@
 """The live dashboard's charts of the user's logged values (``torchmagic.log``, a framework's eval_loss…).
 
-The same columns as the frozen view's (:func:`torchmagic.display.chart_titles.logged_columns`), a chart
+The same columns as the frozen view's (:func:`torchmagic.display.chart_specs.logged_columns`), a chart
 each, added when the column first appears. Logged values are sparse (an accuracy every few hundred
 steps): each curve holds only the rows with a value, so its line joins them as the frozen chart's does.
 """
@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from torchmagic.display import chart_titles as titles
+from torchmagic.display import chart_specs as specs
 from torchmagic.display import figures
 from torchmagic.display.series import Decimator, SeriesBatch, halve
 
@@ -39,7 +39,7 @@ class LoggedCurves:
 
     def batches(self, columns: Mapping[str, Any], distributed: bool, final: bool) -> list[tuple[SeriesBatch, Any]]:
         """New points of every logged curve (adding the charts of columns new since the last call)."""
-        new = [name for name in titles.logged_columns(columns, distributed) if name not in {c.name for c in self.curves}]
+        new = [name for name in specs.logged_columns(columns, distributed) if name not in {c.name for c in self.curves}]
         if new:  # all of them in one change of the layout
             self.curves.extend(LoggedCurve(name, source) for name, source in zip(new, figures.add_logged(self.figs, new)))
         steps: Sequence[Any] = columns.get("step", ())

@@ -12,12 +12,11 @@ from torchmagic.core.formatting import duration, nbytes, number, rate
 from torchmagic.core.monitor import Snapshot
 from torchmagic.core.naming import MODEL_LABEL
 from torchmagic.core.result import RunResult
-from torchmagic.display import chart_titles as titles
+from torchmagic.display import chart_specs as specs
 from torchmagic.display import histograms as hist_charts
 from torchmagic.display import optimizer_curves, series, svg
-from torchmagic.display.chart_titles import TRACKED_LAYERS
+from torchmagic.display.chart_specs import TRACKED_LAYERS
 from torchmagic.display.series import ema
-from torchmagic.display.svg import PALETTE
 
 STATUS_COLORS = {"running": "#1f77b4", "completed": "#2ca02c", "interrupted": "#ff7f0e", "failed": "#d62728"}
 ALERT_ICONS = {
@@ -169,31 +168,16 @@ def snapshot_html(result: RunResult, snap: Snapshot | None = None, histograms: S
     snap = snap or Snapshot(result, None, None, None, final=True)
     cols = result.columns
     steps = cols.get("step", [])
-    charts = [
-        _chart(
-            titles.LOSS,
-            steps,
-            {"raw": cols.get("loss", []), "smoothed": ema(cols.get("loss", [])).values},
-            colors=[titles.RAW_LOSS_COLOR, titles.color("loss_smooth")],
-        ),
-        _chart(titles.LR, steps, {"lr": cols.get("lr", [])}, colors=[titles.color("lr")]),
-        _chart(titles.THROUGHPUT, steps, {"samples/s": _smoothed_rate(cols)}, colors=[titles.color("rate")]),
-        *layer_charts(result),
-    ]
+    data, tracked = chart_data(result)
+    charts = [chart_svg(spec, data[spec.source], tracked) for spec in specs.STEP_CHARTS if data[spec.source] is not None]
     if optimizer_curves.several(result):  # a curve per optimizer, not their losses in one zig-zag
         charts[:2] = optimizer_curves.optimizer_charts(result)
     mem = result.memory
-    if mem.get("time"):
-        present = [k for k in _MEMORY_LABELS if k in mem]
-        mib = {_MEMORY_LABELS[k]: [None if v is None else v / 2**20 for v in mem[k]] for k in present}
-        colors = [titles.color(k) for k in present]
-        # where the live grid has it: after the gradient norms
-        charts.insert(4, _chart(titles.MEMORY, mem["time"], mib, legend=True, colors=colors))
     ranks = snap.ranks if isinstance(snap, DistributedSnapshot) and len(snap.ranks) > 1 else None
     if ranks:
         charts.extend(rank_charts(cols, ranks, mem))
-    for name in titles.logged_columns(cols, isinstance(snap, DistributedSnapshot)):
-        charts.append(svg.line_chart(name, steps, {name: cols[name]}, colors=[PALETTE[titles.LOGGED_COLOR]]))
+    for name in specs.logged_columns(cols, isinstance(snap, DistributedSnapshot)):
+        charts.append(svg.line_chart(name, steps, {name: cols[name]}, colors=[specs.LOGGED_COLOR], x_title=specs.STEP_AXIS))
     return (
         f'{STYLE}<div class="tm-dash"><div>{header(snap, result.status)}</div>'
         f'<div>{_error(result)}{alerts(result)}</div><div class="tm-charts">{"".join(charts)}</div>'
@@ -203,20 +187,52 @@ def snapshot_html(result: RunResult, snap: Snapshot | None = None, histograms: S
 
 
 def _chart(title: str, xs: Sequence[Any], lines: dict[str, Sequence[Any]], **kw: Any) -> str:
-    """A frozen chart with the axis titles of its live twin (:func:`chart_titles.axis_titles`)."""
-    x_title, y_title = titles.axis_titles(title)
+    """A frozen chart drawn by rank, with the axis titles of its live twin (:func:`chart_specs.axis_titles`)."""
+    x_title, y_title = specs.axis_titles(title)
     return svg.line_chart(title, xs, lines, x_title=x_title, y_title=y_title, **kw)
 
 
-def _smoothed_rate(cols: Any) -> list[float | None]:
-    return ema(cols.get("samples_per_s", [])).values
+Columns = dict[str, Sequence[Any]]
 
 
-def layer_charts(result: RunResult) -> list[str]:
-    """The gradient norms (global and by layer) and the activation std by layer, as the live plots draw
-    them: the first TRACKED_LAYERS layers with a gradient norm, in the same colours."""
+def chart_svg(spec: specs.Chart, columns: Columns, tracked: Sequence[str] = ()) -> str:
+    """The frozen twin of the live plot of ``spec``: its lines with data, a line per layer in ``tracked``."""
+    series: dict[str, Sequence[Any]] = {}
+    colors: list[str] = []
+    for line in spec.lines:
+        if line.column in columns:
+            series[line.label] = columns[line.column]
+            colors.append(line.color)
+    if spec.layers is not None:
+        for i, name in enumerate(tracked):
+            series[name] = columns.get(f"{spec.layers}{i}", [])
+            colors.append(spec.layer_color(i))
+    return svg.line_chart(
+        spec.title,
+        columns.get(spec.x, []),
+        series,
+        log_y=spec.log_y,
+        colors=colors,
+        legend=spec.legend or (spec.layers is not None and bool(tracked)),  # the layers named, as the layer table does
+        x_title=spec.x_title,
+        y_title=spec.y_title,
+    )
+
+
+def chart_data(result: RunResult) -> tuple[dict[str, Columns | None], list[str]]:
+    """The columns of each chart source (:class:`chart_specs.Chart`) from a finished run, None for a
+    source with nothing to draw, and the layers drawn by name (the first TRACKED_LAYERS with a gradient norm)."""
     cols = result.columns
-    steps, norms = cols.get("step", []), cols.get("grad_norm", [])
+    steps, norms, losses = cols.get("step", []), cols.get("grad_norm", []), cols.get("loss", [])
+    data: dict[str, Columns | None] = {
+        "steps": {
+            "x": steps,
+            "loss": losses,
+            "loss_smooth": ema(losses).values,
+            "lr": cols.get("lr", []),
+            "rate": ema(cols.get("samples_per_s", [])).values,
+        }
+    }
     tracked: list[str] = []
     by_stat: dict[str, dict[str, dict[int, float]]] = {"grad_norm": {}, "act_std": {}}
     for step, name, stat, value in result.layer_rows:
@@ -225,17 +241,21 @@ def layer_charts(result: RunResult) -> list[str]:
         if stat in by_stat:
             by_stat[stat].setdefault(name, {})[step] = value
     scheduled = sorted({step for values in by_stat["grad_norm"].values() for step in values})
-    grad_xs = list(steps) if not scheduled else scheduled
-    global_norm = list(norms) if not scheduled else [norms[s - 1] if s <= len(norms) else None for s in scheduled]
-    grad_series: dict[str, Sequence[float | None]] = {"global": global_norm}
-    grad_series.update((name, [by_stat["grad_norm"].get(name, {}).get(s) for s in scheduled]) for name in tracked)
-    colors = [titles.GLOBAL_NORM_COLOR] + [PALETTE[i % len(PALETTE)] for i in range(len(tracked))]
-    charts = [_chart(titles.GRAD_NORM, grad_xs, grad_series, log_y=True, colors=colors)]
+    grads: Columns = {
+        "x": list(steps) if not scheduled else scheduled,
+        "gn": list(norms) if not scheduled else [norms[s - 1] if s <= len(norms) else None for s in scheduled],
+    }
+    grads.update((f"g{i}", [by_stat["grad_norm"].get(name, {}).get(s) for s in scheduled]) for i, name in enumerate(tracked))
+    data["grads"] = grads
     act_steps = sorted({step for values in by_stat["act_std"].values() for step in values})
-    if act_steps:
-        acts = {name: [by_stat["act_std"].get(name, {}).get(s) for s in act_steps] for name in tracked}
-        charts.append(_chart(titles.ACTIVATION_STD, act_steps, acts, colors=colors[1:]))
-    return charts
+    acts: Columns = {"x": act_steps}
+    acts.update((f"a{i}", [by_stat["act_std"].get(name, {}).get(s) for s in act_steps]) for i, name in enumerate(tracked))
+    data["acts"] = acts if act_steps else None
+    mem = result.memory
+    present = [line.column for line in specs.MEMORY.lines if line.column in mem]
+    mib = {k: [None if v is None else v / 2**20 for v in mem[k]] for k in present}
+    data["memory"] = {"t": mem["time"], **mib} if mem.get("time") else None
+    return data, tracked
 
 
 def rank_charts(cols: Any, ranks: Any, memory: Any = None) -> list[str]:
@@ -270,6 +290,3 @@ def html(result: RunResult) -> str:
 
 def text(result: RunResult) -> str:
     return repr(result)
-
-
-_MEMORY_LABELS = {"rss": "RSS", "cuda_allocated": "CUDA allocated", "cuda_reserved": "CUDA reserved"}  # as the live plot

@@ -51,7 +51,7 @@ def line_chart(
     """An SVG line chart of one or more series sharing x; empty series are left out. ``band`` (low
     and high values at each x, linear y only) is shaded behind the first series' colour. ``colors``:
     one per series (default: the palette); ``legend``: name the series (default: when several);
-    ``x_title``, ``y_title``: the axes' titles (as the live chart's, :mod:`chart_titles`)."""
+    ``x_title``, ``y_title``: the axes' titles (as the live chart's, :mod:`chart_specs`)."""
     palette = list(colors) if colors else list(PALETTE)
     color_of = {name: palette[i % len(palette)] for i, name in enumerate(series)}
     lines = {}
