@@ -268,13 +268,17 @@ def test_finished_dashboard_fits_stays_interactive_and_keeps_its_twin(request, b
             assert "tm-dash-twin" in exported and exported.count("<svg") >= 5
             assert "Error displaying widget" not in exported
 
-        # The kernel restarted (the widgets gone with it) and the notebook reopened: the twin, and no widget error.
-        # (Until the page reloads, Lab keeps showing views whose kernel restarted.)
+        # The kernel restarted (the widgets gone with it): without a reload, the page shows the twin in
+        # place of the disconnected live view; the notebook reopened, the twin, and no widget error.
         page.evaluate(
             "async (p) => { for (const w of window.jupyterapp.shell.widgets('main')) {"
             " if (w.context && w.context.path === p) { await w.sessionContext.session.kernel.restart(); } } }",
             name,
         )
+        page.locator(TWIN).wait_for(state="visible", timeout=30000)
+        assert page.locator(f"{DASHBOARD}.jupyter-widgets-disconnected").count() == 1
+        assert not page.locator(DASHBOARD).is_visible()
+        page.locator(OUTPUT).screenshot(path=str(artifacts / f"{prefix}-restarted.png"))
         page.goto(server.page_url(_page_path(app, name)))
         _wait_app(page)
         _wait_notebook_ready(page, name)
