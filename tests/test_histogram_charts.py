@@ -221,3 +221,11 @@ def test_histograms_values_the_api_accepts(value, shell):
     out = shell.run_cell("import torchmagic\nrun = torchmagic.train(model, optimizer, histograms=choice, display='none')")
     assert out.success, out.error_in_exec
     assert shell.user_ns["run"].monitor.histograms is True
+
+
+def test_an_axis_labels_its_ticks_in_one_unit():
+    assert axes.tick_labels([2000, 4000, 6000, 8000, 10000]) == ["2k", "4k", "6k", "8k", "10k"]  # not 8000 beside 10k
+    assert axes.tick_labels([0, 500_000, 1_000_000, 1_500_000]) == ["0", "0.5M", "1M", "1.5M"]
+    assert axes.tick_labels([3060, 3080, 3100]) == ["3060", "3080", "3100"]
+    chart = svg.line_chart("samples/s", [1, 2, 3], {"r": [2500.0, 9000.0, 9800.0]})
+    assert ">10k</text>" in chart and ">8k</text>" in chart and ">8000</text>" not in chart

@@ -9,6 +9,7 @@ theirs (:mod:`torchmagic.display.log_axis`, the same rule in JavaScript).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 FONT_PX = 9
 CHAR_PX = 5.4  # average advance of a 9 px sans-serif digit: what a label's width is estimated from
@@ -108,14 +109,23 @@ def _times_decade(m: float, d: int) -> float:
     return float(m * 10**d) if d >= 0 else m / 10 ** (-d)
 
 
-def tick_label(value: float, step: float) -> str:
-    """A tick's value, as short as its spacing allows: "0", "250", "1.5k", "0.05", "2e-05"."""
+def tick_labels(ticks: Sequence[float]) -> list[str]:
+    """An axis's tick labels, in one unit: 2k, 4k .. 10k rather than 8000 beside 10k."""
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
+    top = max((abs(t) for t in ticks), default=0.0)
+    return [tick_label(t, step, top) for t in ticks]
+
+
+def tick_label(value: float, step: float, top: float | None = None) -> str:
+    """A tick's value, as short as its spacing allows: "0", "250", "1.5k", "0.05", "2e-05"; ``top``,
+    the axis's largest magnitude, chooses the unit (k, M, G) of all its ticks."""
     if value == 0:
         return "0"
     a = abs(value)
-    if a >= 1e4:
+    big = a if top is None else max(a, top)
+    if big >= 1e4:
         for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-            if a >= div:
+            if big >= div:
                 return _trim(f"{value / div:.{_decimals(step / div)}f}") + unit
     if a < 1e-3:
         return _trim(f"{value:.{max(0, _decimals(step / 10 ** math.floor(math.log10(a))))}e}").replace("e-0", "e-")

@@ -156,9 +156,7 @@ def chart_svg(title: str, cells: dict[str, Any], width: int = WIDTH, height: int
             f'<text x="{pad_l - 3:.1f}" y="{sy(t) + 3:.1f}" font-size="9" text-anchor="end" fill="#666">{escape(text)}</text>'
         )
     body.append(svg.axis_titles_svg(x_title, Y_LABEL, (pad_l, pad_t, pw, ph), height))
-    step = x_ticks[1] - x_ticks[0]
-    for t in x_ticks:
-        text = axes.tick_label(t, step)
+    for t, text in zip(x_ticks, axes.tick_labels(x_ticks)):
         half = axes.text_px(text) / 2
         cx = min(max(sx(t), half + 1), pad_l + pw + pad_r - half - 1)
         body.append(f'<text x="{cx:.1f}" y="{pad_t + ph + 12}" font-size="9" text-anchor="middle" fill="#666">{text}</text>')

@@ -89,7 +89,7 @@ def line_chart(
         y_labels = ["", *(axes.log_label(v) for v in values), ""]
     else:
         y_ticks = axes.nice_ticks(y0, y1)
-        y_labels = [axes.tick_label(t, y_ticks[1] - y_ticks[0]) for t in y_ticks]
+        y_labels = axes.tick_labels(y_ticks)
     x0, x1, y0, y1 = x_ticks[0], x_ticks[-1], y_ticks[0], y_ticks[-1]
     show_legend = legend if legend is not None else len(lines) > 1
     legend_rows = _legend_rows(list(lines), width - 8) if show_legend else []
@@ -111,9 +111,7 @@ def line_chart(
                 f'<text x="{pad_l - 3:.1f}" y="{sy(t) + 3:.1f}" font-size="{axes.FONT_PX}" text-anchor="end" '
                 f'fill="#666">{text}</text>'
             )
-    x_step = x_ticks[1] - x_ticks[0]
-    for t in x_ticks:
-        text = axes.tick_label(t, x_step)
+    for t, text in zip(x_ticks, axes.tick_labels(x_ticks)):
         half = axes.text_px(text) / 2
         cx = min(max(sx(t), half + 1), width - half - 1)  # the outer labels stay inside the picture
         body.append(
