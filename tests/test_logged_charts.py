@@ -164,3 +164,21 @@ def test_magic_adds_the_logged_chart_mid_run_and_streams_what_the_loop_logged(sh
     assert torchmagic.last_run().columns["accuracy"][5:] == accuracies  # the history keeps them exactly
     frozen = next(html for html in published if "tm-dash" in html)
     assert ">accuracy</text>" in frozen and chart_specs.LOGGED_COLOR in frozen
+
+
+@pytest.mark.parametrize(("every", "dots"), [(5, True), (1, False)])
+def test_a_sparse_logged_value_has_a_dot_at_each_point_in_both_views_a_dense_one_the_line_alone(every, dots):
+    with recording_comms() as rec:
+        dash = LiveDashboard("model", transport="lab")
+        mon = _train_logging(dash, steps=80, every=every, step_time=0.0)
+    points = len(_logged(mon, "accuracy")[1])
+    assert (points <= chart_specs.LOGGED_MARKERS_UP_TO) is dots, points  # 16 points, or 80
+    (markers,) = dash.figs.logged_markers
+    assert markers.visible is dots
+    if not dots:  # hidden during the run, through the plot's own (bokeh) messages
+        patches = [d["content"] for kind, d, _ in rec.messages if kind == "comm_msg" and d.get("method") == "custom"]
+        texts = [json.dumps(p, default=str) for p in patches if p.get("kind") != "torchmagic.refresh"]
+        assert any("visible" in t and markers.id in t and "false" in t for t in texts)
+    frozen = panels.snapshot_html(mon.result)
+    chart = next(c for c in frozen.split("<svg")[1:] if ">accuracy</text>" in c)
+    assert chart.count("<circle") == (points if dots else 0)

@@ -105,6 +105,7 @@ def axis_titles(chart_title: str, x: str | None = None) -> tuple[str, str]:
 # column's name, for the first LOGGED_CHARTS of them; both views choose them with logged_columns().
 LOGGED_CHARTS = 4
 LOGGED_COLOR = PALETTE[0]
+LOGGED_MARKERS_UP_TO = 60  # points: a dot at each while a logged value is sparse, the line alone once dense
 _BUILTIN_COLUMNS = {"step", "time", "loss", "lr", "grad_norm", "samples_per_s", "step_time", "optimizer", "iteration"}
 # the aggregate of a distributed run: percentiles across ranks and the ranks' local time, drawn by rank
 _RANK_COLUMNS = {"local_time", *(f"{c}_{q}" for c in SPREAD_COLUMNS for q in SPREAD)}

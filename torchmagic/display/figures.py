@@ -33,6 +33,7 @@ class DashboardFigures:
     rank_memory: ColumnDataSource | None = None  # distributed runs: t, m0.. (RSS), c0.. (CUDA allocated) or m_p0.. (MiB)
     hists: list[ColumnDataSource] = field(default_factory=list)  # one per parameter shown: x, w, y, v (see add_histograms)
     logged: list[ColumnDataSource] = field(default_factory=list)  # one per logged value charted: x (step), y
+    logged_markers: list[object] = field(default_factory=list)  # their dots (renderers), hidden once dense
 
 
 def _figure(title: str, x_label: str | None = None, y_label: str | None = None, **kw: object) -> figure:
@@ -151,8 +152,8 @@ def add_histograms(figs: DashboardFigures, names: list[str]) -> list[ColumnDataS
 
 def add_logged(figs: DashboardFigures, names: list[str]) -> list[ColumnDataSource]:
     """A chart per logged value in ``names``, titled by its name, below the others: a line through the
-    logged points and a marker at each (a value logged once, or every few hundred steps, still shows).
-    Returns their sources, also appended to ``figs.logged``."""
+    logged points and a dot at each (a value logged once, or every few hundred steps, still shows) while
+    they are few (``figs.logged_markers``). Returns their sources, also appended to ``figs.logged``."""
     first = _next_row(figs)
     color = specs.LOGGED_COLOR
     sources, charts = [], []
@@ -160,7 +161,7 @@ def add_logged(figs: DashboardFigures, names: list[str]) -> list[ColumnDataSourc
         source = ColumnDataSource({"x": [], "y": []}, name=f"tm-logged-{len(figs.logged) + len(sources)}")
         chart = _figure(name)
         line = chart.line("x", "y", source=source, color=color, name=name)  # the series' name in the stock view's SVG
-        chart.scatter("x", "y", source=source, color=color, size=4)
+        figs.logged_markers.append(chart.scatter("x", "y", source=source, color=color, size=4))
         chart.select_one(HoverTool).renderers = [line]  # one tooltip per step, not the line's and the marker's
         sources.append(source)
         charts.append(chart)

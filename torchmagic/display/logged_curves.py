@@ -22,8 +22,8 @@ POINTS_KEPT = 8000  # points per curve held for the browser (then halved)
 class LoggedCurve:
     """One logged column: its points (step, value) and the rows of the history already read."""
 
-    def __init__(self, name: str, source: Any) -> None:
-        self.name, self.source = name, source
+    def __init__(self, name: str, source: Any, markers: Any) -> None:
+        self.name, self.source, self.markers = name, source, markers
         self.points: dict[str, list[float | None]] = {"x": [], "y": []}
         self.rows_seen = 0
         self.decimator = Decimator(1000)
@@ -41,7 +41,9 @@ class LoggedCurves:
         """New points of every logged curve (adding the charts of columns new since the last call)."""
         new = [name for name in specs.logged_columns(columns, distributed) if name not in {c.name for c in self.curves}]
         if new:  # all of them in one change of the layout
-            self.curves.extend(LoggedCurve(name, source) for name, source in zip(new, figures.add_logged(self.figs, new)))
+            sources = figures.add_logged(self.figs, new)
+            markers = self.figs.logged_markers[-len(new) :]
+            self.curves.extend(LoggedCurve(*curve) for curve in zip(new, sources, markers))
         steps: Sequence[Any] = columns.get("step", ())
         # A value logged right after its step's optimizer.step() joins that row at the next refresh:
         # until the run ends, the newest row is read once the next one exists.
@@ -63,6 +65,8 @@ class LoggedCurves:
         keep = _evenly(len(rows), self.points_per_refresh)
         curve.points["x"].extend(float(rows[i][0]) for i in keep)
         curve.points["y"].extend(float(rows[i][1]) for i in keep)
+        if curve.markers.visible and len(curve.points["x"]) > specs.LOGGED_MARKERS_UP_TO:
+            curve.markers.visible = False  # dense now: the line alone, as the frozen chart draws it
         if len(curve.points["x"]) > POINTS_KEPT:
             halve(curve.points, "x")
             curve.decimator.restart()

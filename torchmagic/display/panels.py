@@ -177,7 +177,16 @@ def snapshot_html(result: RunResult, snap: Snapshot | None = None, histograms: S
     if ranks:
         charts.extend(rank_charts(cols, ranks, mem))
     for name in specs.logged_columns(cols, isinstance(snap, DistributedSnapshot)):
-        charts.append(svg.line_chart(name, steps, {name: cols[name]}, colors=[specs.LOGGED_COLOR], x_title=specs.STEP_AXIS))
+        charts.append(
+            svg.line_chart(
+                name,
+                steps,
+                {name: cols[name]},
+                colors=[specs.LOGGED_COLOR],
+                x_title=specs.STEP_AXIS,
+                markers_up_to=specs.LOGGED_MARKERS_UP_TO,
+            )
+        )
     return (
         f'{STYLE}<div class="tm-dash"><div>{header(snap, result.status)}</div>'
         f'<div>{_error(result)}{alerts(result)}</div><div class="tm-charts">{"".join(charts)}</div>'

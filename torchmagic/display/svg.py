@@ -47,11 +47,13 @@ def line_chart(
     legend: bool | None = None,
     x_title: str = "",
     y_title: str = "",
+    markers_up_to: int = 0,
 ) -> str:
     """An SVG line chart of one or more series sharing x; empty series are left out. ``band`` (low
     and high values at each x, linear y only) is shaded behind the first series' colour. ``colors``:
     one per series (default: the palette); ``legend``: name the series (default: when several);
-    ``x_title``, ``y_title``: the axes' titles (as the live chart's, :mod:`chart_specs`)."""
+    ``x_title``, ``y_title``: the axes' titles (as the live chart's, :mod:`chart_specs`);
+    ``markers_up_to``: a dot at each point of a series with at most that many (a value logged rarely)."""
     palette = list(colors) if colors else list(PALETTE)
     color_of = {name: palette[i % len(palette)] for i, name in enumerate(series)}
     lines = {}
@@ -129,6 +131,8 @@ def line_chart(
             f'<polyline fill="none" stroke="{color_of[name]}" stroke-width="1.2" points="{path}">'
             f"<title>{escape(name)}</title></polyline>"
         )
+        if len(pts) <= markers_up_to:
+            body.extend(f'<circle cx="{sx(p.x):.1f}" cy="{sy(p.y):.1f}" r="2" fill="{color_of[name]}"/>' for p in pts)
     if constant and "(constant)" not in title:
         name = next(iter(lines))
         note = f"{name} {_value_label(y_ticks[1], log_y)} (constant)"
