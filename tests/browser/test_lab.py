@@ -5,6 +5,7 @@ Run with ``pytest -m browser tests/browser``. Screenshots land in ``tests/artifa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -237,6 +238,11 @@ def _watch_the_run(page, path: str, shots_dir: Path, prefix: str) -> RunObservat
     else:
         pytest.fail(f"the notebook did not finish within {RUN_TIMEOUT_S} s: {seen.state}")
     seen.rows.extend(count for _, count in page.evaluate(JS_SAMPLED_ROWS))
+    # The finished run's plot beside the first one seen: on a loaded machine the screenshots above may
+    # all fall in one phase of a short run (the live view stays on the page once the run is over).
+    with contextlib.suppress(Exception):
+        if plot.locator("canvas").count() > 0:
+            seen.hashes.add(hashlib.sha256(plot.screenshot(timeout=5000)).hexdigest())
     return seen
 
 
