@@ -6,10 +6,11 @@ Run from the repository root::
     .venv/bin/python benchmarks/hot_path_parts.py                  # tiny MLP, 15 rounds, ~2 minutes
     .venv/bin/python benchmarks/hot_path_parts.py --model cifar-cnn --rounds 5
 
-An unwatched step runs torchmagic code at three points only: the root model's forward pre-hook,
-the ``torch.autograd.backward`` wrapper and the global optimizer post-step hook. Each variant runs
+An unwatched step runs torchmagic code at three points only: the root model's entry (its class's
+``forward``, replaced for the run, or a forward pre-hook of its own), the ``torch.autograd.backward``
+wrapper and the global optimizer post-step hook. Each variant runs
 ``torchmagic.train(display="none", every=0)`` (no statistics steps, so the medians are unwatched
-steps) and, after three steps, takes one point out (``no root hook``, ``no backward wrapper``,
+steps) and, after three steps, takes one point out (``no root entry``, ``no backward wrapper``,
 ``no optimizer hook``) or all three; what a point costs is the whole monitor's added time less the
 variant's. The points are put back before the run ends. This reads private torch attributes
 (``Module._forward_pre_hooks``, ``optimizer._global_optimizer_post_hooks``): a benchmark, not an API.
@@ -37,18 +38,23 @@ from _models import HOT_PATH_MODELS, ModelSpec  # noqa: E402
 
 import torchmagic  # noqa: E402
 
-VARIANTS = ("bare", "monitor", "no root hook", "no backward wrapper", "no optimizer hook", "none of the three")
+VARIANTS = ("bare", "monitor", "no root entry", "no backward wrapper", "no optimizer hook", "none of the three")
 
 
 @contextlib.contextmanager
 def _without(variant: str, model: torch.nn.Module) -> Iterator[None]:
     """The monitor's attach points that ``variant`` takes out, until the block ends."""
     pre_hooks = dict(model._forward_pre_hooks)
+    cls = type(model)
+    replaced = cls.__dict__.get("forward")
+    original = getattr(replaced, "__wrapped__", None)  # the class's own forward, when the monitor replaced it
     post_hooks = dict(optim_module._global_optimizer_post_hooks)
     backward = torch.autograd.backward
     every = variant == "none of the three"
-    if every or variant == "no root hook":
+    if every or variant == "no root entry":
         model._forward_pre_hooks.clear()
+        if original is not None:
+            cls.forward = original
     if every or variant == "no backward wrapper":
         torch.autograd.backward = backward.__wrapped__  # type: ignore[attr-defined]
     if every or variant == "no optimizer hook":
@@ -57,6 +63,8 @@ def _without(variant: str, model: torch.nn.Module) -> Iterator[None]:
         yield
     finally:
         model._forward_pre_hooks.update(pre_hooks)
+        if original is not None:
+            cls.forward = replaced
         torch.autograd.backward = backward
         optim_module._global_optimizer_post_hooks.update(post_hooks)
 
