@@ -24,6 +24,8 @@ from torch.optim import optimizer as optim_module
 
 from torchmagic.core.attachments import Attachments
 
+_TENSOR, _FLOAT32 = torch.Tensor, torch.float32
+
 
 @dataclass(frozen=True)
 class StepEvents:
@@ -102,9 +104,15 @@ class StepPoints:
         loss_of = self.loss_of
         before, after, failed = self.events.before_backward, self.events.after_backward, self.events.backward_failed
 
+        points = self
+
         def backward(tensors: Any, *args: Any, **kwargs: Any) -> Any:
             __tracebackhide__ = True
-            before(loss_of(tensors))
+            t = tensors
+            if type(t) is _TENSOR and t.dtype is _FLOAT32 and t.is_cpu and points.scaled is None and t.numel() == 1:
+                before(t.item())  # the usual loss: loss_of's first answer, read here
+            else:
+                before(loss_of(t))
             try:
                 out = original(tensors, *args, **kwargs)
             except BaseException:

@@ -228,18 +228,18 @@ class TrainingMonitor(BackwardHandling, OptimizerStepHandling):
             self._step_points.report_before_step(scheduled or self._closure.seen)  # a closure's step: on every step
 
     def _finish_step(self, lrs: Sequence[Any] | None) -> None:
-        self.step += 1
+        step = self.step = self.step + 1
         now = time.perf_counter()
-        if lrs is not None and lrs is not self._last_lrs:
+        if lrs is not self._last_lrs and lrs is not None:
             self._last_lrs = lrs
             self._lrs_on_host = not any(isinstance(lr, torch.Tensor) for lr in lrs)
         clock = self._clock
         values = self._step_values
-        plain = self._lrs_on_host and values.plain()
-        self._pending.add(self.step, now - clock.start, now - clock.last_step, self._last_lrs, values, keep=not plain)
-        if plain:
+        if self._lrs_on_host and values.plain():
+            self._pending.add_plain(step, now - clock.start, now - clock.last_step, self._last_lrs, values)
             values.reset()  # the row holds all of it: no object per step is left for the garbage collector
         else:
+            self._pending.add(step, now - clock.start, now - clock.last_step, self._last_lrs, values, keep=True)
             self._step_values = StepValues()
         clock.last_step = now
         if now - clock.last_refresh >= self.refresh_interval:
@@ -248,7 +248,7 @@ class TrainingMonitor(BackwardHandling, OptimizerStepHandling):
         if self._opt_mode and self._running:
             points = self._step_points
             if (
-                self.schedule(self.step + 1)
+                self.schedule(step + 1)
                 or self._forwards.watching
                 or self._nonfinite.unlocated is not None
                 or (points is not None and points.reporting_before_step)

@@ -41,7 +41,7 @@ class OptimizerBook:
         self._moving: set[str] = set()  # names that held one optimizer, then another: loop variables
         self.iteration = 0
         self.last: int | None = None  # the optimizer of the latest step
-        self._sole: torch.optim.Optimizer | None = None  # the only optimizer, once it stepped and while no other has
+        self.sole: torch.optim.Optimizer | None = None  # the only optimizer, once it stepped and while no other has
         self.shared_loss: torch.Tensor | float | None = None  # the loss of the latest step that had a backward()
 
     @property
@@ -57,7 +57,7 @@ class OptimizerBook:
 
     def stepped(self, optimizer: torch.optim.Optimizer) -> int:
         """An optimizer step ended a step: its optimizer's index (a new optimizer is named here)."""
-        if optimizer is self._sole:  # the usual loop: its one optimizer again, each step an iteration
+        if optimizer is self.sole:  # the usual loop: its one optimizer again, each step an iteration
             self.iteration += 1
             return 0
         index = self._index.get(id(optimizer))
@@ -73,7 +73,7 @@ class OptimizerBook:
             self._in_iteration.clear()
         self._in_iteration.add(index)
         self.last = index
-        self._sole = optimizer if len(self._keep) == 1 else None
+        self.sole = optimizer if len(self._keep) == 1 else None
         return index
 
     def _name(self, index: int, candidates: list[str]) -> None:

@@ -88,8 +88,20 @@ class OptimizerStepHandling:
         self._step_values.take_gradients(optimizer_gradients(optimizer), replace=False, histograms=self.histograms)
 
     def _after_optimizer_step(self, optimizer: torch.optim.Optimizer, closure: bool) -> None:
-        self._opt_mode = True  # also here: before_optimizer_step is reported on scheduled steps only
         values = self._step_values
+        book = self._optimizer_book
+        if optimizer is book.sole and values.micro_batches and not closure and not values.update_samples:
+            # The usual loop's step, most steps: its one optimizer (which stepped before, so this is
+            # not the run's first step, and _opt_mode is on) after this step's backward() calls.
+            book.iteration += 1
+            values.optimizer, values.iteration = 0, book.iteration
+            book.shared_loss = values.loss
+            groups, last = optimizer.param_groups, self._last_lrs
+            same = len(groups) == 1 and len(last) == 1 and last[0] is groups[0].get("lr")
+            self._finish_step(last if same else self._lrs(groups))
+            self._last_event = "optimizer"
+            return
+        self._opt_mode = True  # also here: before_optimizer_step is reported on scheduled steps only
         if self._closure.optimizer is not None:
             if self._closure.wants_gradients:  # a closure that ran no backward(): the gradients as they are
                 self._take_gradients(optimizer)
@@ -102,7 +114,6 @@ class OptimizerStepHandling:
         if self.step == 0:
             self._frameworks.look()  # a framework stepping an optimizer made before train()/fit()
         lrs = self._lrs(optimizer.param_groups)
-        book = self._optimizer_book
         if values.micro_batches == 0 and self._last_event == "optimizer":
             if book.is_last(optimizer):
                 return  # the same optimizer stepping again on the same gradients: same step

@@ -2,8 +2,9 @@
 
 The monitor hands the steps finished since the last refresh; :class:`StepRecorder` moves their
 device values to the host in one transfer per device, appends their rows to the history column
-by column, and checks them (non-finite, exploding, vanishing). A refresh costs a few list entries
-per step carrying only a loss (most steps), and nothing that grows with the steps recorded before.
+by column, and checks them (non-finite, exploding, vanishing). A refresh's work per step carrying
+only a loss (most steps) is done by C loops (list slices, ``sum``, numpy), and nothing grows with
+the steps recorded before.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
+import numpy as np
 import torch
 
 from torchmagic.core import devicestats, memory
@@ -20,7 +22,7 @@ from torchmagic.core.alerts import AlertBook
 from torchmagic.core.history import Value
 from torchmagic.core.layerstats import LayerRecorder
 from torchmagic.core.nonfinite import NonfiniteAlerts
-from torchmagic.core.pending import NO_OPTIMIZER, PendingSteps
+from torchmagic.core.pending import PendingSteps
 from torchmagic.core.result import LayerInfo, RunResult
 from torchmagic.core.schedule import StepSchedule
 from torchmagic.core.stepstate import StepValues
@@ -68,7 +70,7 @@ class StepRecorder:
         without the values that waited on the device, and the error is raised after.
         """
         transfer = Transfer()
-        losses = transfer.want_losses(pending.loss)
+        losses = transfer.want_losses(pending.column("loss"))
         full = pending.full
         hosts = {i: transfer.want_step(rec) for i, rec in full.items() if not rec.only_loss()}
         failure: Exception | None = None
@@ -79,13 +81,14 @@ class StepRecorder:
             failure = exc
             losses = [None] * len(pending)
             hosts = {i: HostValues() for i in hosts}
-        grad_norms = self._append_rows(pending, losses, hosts)
+        steps = pending.column("step")
+        grad_norms = self._append_rows(pending, steps, losses, hosts)
         by_name = {info.name: info for info in self._layers()} if hosts else {}
         # Only rows with more than a finite loss have anything to check: most refreshes visit a few.
-        nonfinite = [i for i, loss in enumerate(losses) if loss is not None and loss - loss != 0]
+        nonfinite = _nonfinite_rows(losses)
         for i in sorted({*full, *nonfinite}) if nonfinite else full:
             rec, host = full.get(i), hosts.get(i)
-            step = pending.step[i]
+            step = steps[i]
             if host is not None and self.nonfinite.locating:
                 for check in host.finite_checks:
                     if self.nonfinite.name_first(check.names, check.values, step):
@@ -97,19 +100,22 @@ class StepRecorder:
         if failure is not None:
             raise failure
 
-    def _append_rows(self, pending: PendingSteps, losses: list[float | None], hosts: Mapping[int, HostValues]) -> list[Value]:
+    def _append_rows(
+        self, pending: PendingSteps, steps: list[int], losses: list[float | None], hosts: Mapping[int, HostValues]
+    ) -> list[Value]:
         """One row per step; returns the grad_norm column of the rows."""
         n = len(pending)
         grad_norm: list[Value] = [None] * n
-        lrs = pending.lrs
+        lrs = pending.column("lrs")
+        dt = pending.column("dt")
         cols: dict[str, list[Value]] = {
-            "step": cast(list[Value], pending.step.tolist()),
-            "time": cast(list[Value], pending.time.tolist()),
+            "step": cast(list[Value], steps),
+            "time": pending.column("time"),
             "loss": losses,
             "lr": _first_numbers(lrs),
             "grad_norm": grad_norm,
-            "samples_per_s": [s / dt if s and dt > 0 else None for s, dt in zip(pending.samples, pending.dt)],
-            "step_time": cast(list[Value], pending.dt.tolist()),
+            "samples_per_s": _rates(pending.column("samples"), dt),
+            "step_time": dt,
         }
         if any(len(group_lrs) > 1 for group_lrs in _distinct(lrs)):
             for i, group_lrs in enumerate(lrs):
@@ -141,8 +147,8 @@ class StepRecorder:
             for row, step in enumerate(history["step"] if "step" in history else []):
                 history.set("optimizer", row, 0)
                 history.set("iteration", row, step)
-        cols["optimizer"] = [None if o == NO_OPTIMIZER else o for o in pending.optimizer]
-        cols["iteration"] = [it or None for it in pending.iteration]
+        cols["optimizer"] = pending.column("optimizer")
+        cols["iteration"] = [it or None for it in pending.column("iteration")]
 
     def absorb_late(self, late: list[LateMetric]) -> None:
         """Metrics logged right after their step ended, written into that step's row."""
@@ -192,13 +198,39 @@ class StepRecorder:
         mem.append_row(row)
 
 
+def _nonfinite_rows(losses: list[float | None]) -> list[int]:
+    """The rows whose loss is NaN or infinite: none in most refreshes, told by one C-level sum."""
+    if not losses or (None not in losses and math.isfinite(sum(cast(list[float], losses)))):
+        return []  # a sum of finite losses can overflow only past 1e308: then the rows are read one by one
+    return [i for i, loss in enumerate(losses) if loss is not None and loss - loss != 0]
+
+
+def _rates(samples: list[int], dt: list[float]) -> list[Value]:
+    """Samples per second of each row; None where it counted no sample or took no time."""
+    count, seconds = np.array(samples, dtype=np.float64), np.array(dt, dtype=np.float64)
+    valid = (count > 0) & (seconds > 0)
+    rates = np.divide(count, seconds, out=np.zeros_like(seconds), where=valid).tolist()
+    if valid.all():
+        return cast(list[Value], rates)
+    return [r if ok else None for r, ok in zip(rates, valid.tolist())]
+
+
+def _one_object(lrs: list[Sequence[Any]]) -> bool:
+    """Every row shares one learning-rate object (told by identity: comparing tensors would wait on them)."""
+    return bool(lrs) and len(set(map(id, lrs))) == 1
+
+
 def _distinct(lrs: list[Sequence[Any]]) -> list[Sequence[Any]]:
     """The learning-rate objects of the rows, each once (rows share one while it does not change)."""
+    if _one_object(lrs):  # the usual refresh
+        return [lrs[0]]
     return list({id(group_lrs): group_lrs for group_lrs in lrs}.values())
 
 
 def _first_numbers(lrs: list[Sequence[Any]]) -> list[Value]:
     """The first group's learning rate of each row, read once per run of rows sharing one object."""
+    if _one_object(lrs):
+        return [_number(lrs[0][0]) if lrs[0] else None] * len(lrs)
     out: list[Value] = []
     last: Sequence[Any] | None = None
     value: Value = None
