@@ -26,6 +26,7 @@ class LoggedCurve:
         self.name, self.source, self.markers = name, source, markers
         self.points: dict[str, list[float | None]] = {"x": [], "y": []}
         self.rows_seen = 0
+        self.logged = 0  # rows with a value so far (the points kept for the browser may be fewer)
         self.decimator = Decimator(1000)
 
 
@@ -62,11 +63,14 @@ class LoggedCurves:
     def _read_rows(self, curve: LoggedCurve, steps: Sequence[Any], values: Sequence[Any], stop: int) -> None:
         start, curve.rows_seen = curve.rows_seen, stop
         rows = [(step, value) for step, value in zip(steps[start:stop], values[start:stop]) if value is not None]
+        curve.logged += len(rows)
         keep = _evenly(len(rows), self.points_per_refresh)
         curve.points["x"].extend(float(rows[i][0]) for i in keep)
         curve.points["y"].extend(float(rows[i][1]) for i in keep)
-        if curve.markers.visible and len(curve.points["x"]) > specs.LOGGED_MARKERS_UP_TO:
-            curve.markers.visible = False  # dense now: the line alone, as the frozen chart draws it
+        if curve.markers.visible and curve.logged > specs.LOGGED_MARKERS_UP_TO:
+            # Dense now: the line alone, as the frozen chart draws it. Counted on the rows, not on the
+            # points kept: a run with few refreshes keeps fewer points than it logged values.
+            curve.markers.visible = False
         if len(curve.points["x"]) > POINTS_KEPT:
             halve(curve.points, "x")
             curve.decimator.restart()
