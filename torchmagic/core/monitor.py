@@ -239,7 +239,7 @@ class TrainingMonitor(BackwardHandling, OptimizerStepHandling):
             self._pending.add_plain(step, now - clock.start, now - clock.last_step, self._last_lrs, values)
             values.reset()  # the row holds all of it: no object per step is left for the garbage collector
         else:
-            self._pending.add(step, now - clock.start, now - clock.last_step, self._last_lrs, values, keep=True)
+            self._pending.add(step, now - clock.start, now - clock.last_step, self._last_lrs, values)
             self._step_values = StepValues()
         clock.last_step = now
         if now - clock.last_refresh >= self.refresh_interval:

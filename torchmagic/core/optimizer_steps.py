@@ -93,12 +93,10 @@ class OptimizerStepHandling:
         if optimizer is book.sole and values.micro_batches and not closure and not values.update_samples:
             # The usual loop's step, most steps: its one optimizer (which stepped before, so this is
             # not the run's first step, and _opt_mode is on) after this step's backward() calls.
-            book.iteration += 1
-            values.optimizer, values.iteration = 0, book.iteration
             book.shared_loss = values.loss
-            groups, last = optimizer.param_groups, self._last_lrs
-            same = len(groups) == 1 and len(last) == 1 and last[0] is groups[0].get("lr")
-            self._finish_step(last if same else self._lrs(groups))
+            values.optimizer = book.stepped(optimizer)
+            values.iteration = book.iteration
+            self._finish_step(self._lrs(optimizer.param_groups))
             self._last_event = "optimizer"
             return
         self._opt_mode = True  # also here: before_optimizer_step is reported on scheduled steps only

@@ -19,6 +19,8 @@ from typing import Any
 from torchmagic.core.stepstate import StepValues
 from torchmagic.core.transfer import PendingStep
 
+_WIDTH = 8  # values per row: len(PendingSteps.FIELDS)
+
 
 class PendingSteps:
     """Rows of finished steps, in step order; ``full`` holds the rows that carry more than a loss.
@@ -39,26 +41,25 @@ class PendingSteps:
         self.full: dict[int, PendingStep] = {}
 
     def __len__(self) -> int:
-        return len(self.rows) // 8
+        return len(self.rows) // _WIDTH
 
-    def add(self, step: int, time: float, dt: float, lrs: Sequence[Any], values: StepValues, *, keep: bool) -> None:
-        """A finished step; ``keep``: its values hold more than the row, and stay with it."""
-        if keep:
-            self.full[len(self.rows) // 8] = PendingStep(step, time, dt, lrs, values)
-        self.rows.extend((step, time, dt, values.samples, values.optimizer, values.iteration, values.loss, lrs))
+    def add(self, step: int, time: float, dt: float, lrs: Sequence[Any], values: StepValues) -> None:
+        """A finished step whose values hold more than its row: they stay with it, as a record."""
+        self.full[len(self)] = PendingStep(step, time, dt, lrs, values)
+        self.add_plain(step, time, dt, lrs, values)
 
     def add_plain(self, step: int, time: float, dt: float, lrs: Sequence[Any], values: StepValues) -> None:
-        """A finished step whose row holds all of it (most steps): :meth:`add` without its record."""
+        """A finished step whose row holds all of it (most steps)."""
         self.rows.extend((step, time, dt, values.samples, values.optimizer, values.iteration, values.loss, lrs))
 
     def column(self, name: str) -> list[Any]:
         """One field of every row (a new list)."""
-        return self.rows[self.FIELDS.index(name) :: 8]
+        return self.rows[self.FIELDS.index(name) :: _WIDTH]
 
     @classmethod
     def of(cls, steps: Sequence[PendingStep]) -> PendingSteps:
         """Rows for steps given as records (tests, and callers that built them)."""
         pending = cls()
         for rec in steps:
-            pending.add(rec.step, rec.time, rec.dt, rec.lrs, rec.values, keep=True)
+            pending.add(rec.step, rec.time, rec.dt, rec.lrs, rec.values)
         return pending

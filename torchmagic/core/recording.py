@@ -107,17 +107,18 @@ class StepRecorder:
         n = len(pending)
         grad_norm: list[Value] = [None] * n
         lrs = pending.column("lrs")
+        distinct = _distinct(lrs)
         dt = pending.column("dt")
         cols: dict[str, list[Value]] = {
             "step": cast(list[Value], steps),
             "time": pending.column("time"),
             "loss": losses,
-            "lr": _first_numbers(lrs),
+            "lr": _first_numbers(lrs, distinct),
             "grad_norm": grad_norm,
             "samples_per_s": _rates(pending.column("samples"), dt),
             "step_time": dt,
         }
-        if any(len(group_lrs) > 1 for group_lrs in _distinct(lrs)):
+        if any(len(group_lrs) > 1 for group_lrs in distinct):
             for i, group_lrs in enumerate(lrs):
                 for j in range(1, len(group_lrs)):
                     cols.setdefault(f"lr_{j}", [None] * n)[i] = _number(group_lrs[j])
@@ -215,22 +216,19 @@ def _rates(samples: list[int], dt: list[float]) -> list[Value]:
     return [r if ok else None for r, ok in zip(rates, valid.tolist())]
 
 
-def _one_object(lrs: list[Sequence[Any]]) -> bool:
-    """Every row shares one learning-rate object (told by identity: comparing tensors would wait on them)."""
-    return bool(lrs) and len(set(map(id, lrs))) == 1
-
-
 def _distinct(lrs: list[Sequence[Any]]) -> list[Sequence[Any]]:
-    """The learning-rate objects of the rows, each once (rows share one while it does not change)."""
-    if _one_object(lrs):  # the usual refresh
+    """The learning-rate objects of the rows, each once (rows share one while it does not change;
+    told by identity, as comparing tensors would wait on them)."""
+    if lrs and len(set(map(id, lrs))) == 1:  # the usual refresh: one C loop
         return [lrs[0]]
     return list({id(group_lrs): group_lrs for group_lrs in lrs}.values())
 
 
-def _first_numbers(lrs: list[Sequence[Any]]) -> list[Value]:
-    """The first group's learning rate of each row, read once per run of rows sharing one object."""
-    if _one_object(lrs):
-        return [_number(lrs[0][0]) if lrs[0] else None] * len(lrs)
+def _first_numbers(lrs: list[Sequence[Any]], distinct: list[Sequence[Any]]) -> list[Value]:
+    """The first group's learning rate of each row, read once per run of rows sharing one object
+    (``distinct``: the rows' objects, each once)."""
+    if len(distinct) == 1:
+        return [_number(distinct[0][0]) if distinct[0] else None] * len(lrs)
     out: list[Value] = []
     last: Sequence[Any] | None = None
     value: Value = None
