@@ -20,6 +20,7 @@ def global_hook_state() -> dict[str, object]:
         "backward": torch.autograd.backward,
         "scale": torch.amp.GradScaler.__dict__["scale"],
         "scaler_step": torch.amp.GradScaler.__dict__["step"],
+        "optimizer_init": torch.optim.Optimizer.__dict__["__init__"],
         "sigint": signal.getsignal(signal.SIGINT),
         "filters": list(warnings.filters),
         "showwarning": warnings.showwarning,

@@ -9,7 +9,9 @@ skipped for non-finite gradients: the optimizer's own hooks never run then.
 inside a framework's ``train()``/``fit()``) before their first step: PyTorch has no global hook
 for construction, and the step that counts micro-batches must know from the first ``backward()``
 on that an optimizer will end it. Everything goes through :class:`Attachments`, so the run's one
-``detach`` puts it all back.
+``detach`` puts it all back. Reached from code ``torch.compile`` traces (a compiled
+``optimizer.step``, a compiled training step), each of them runs outside the graph
+(:mod:`~torchmagic.core.compiled`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from torch.optim import optimizer as optim_module
 
 from torchmagic.core.attachments import Attachments
+from torchmagic.core.compiled import eager_only, frame_callback, outside_graph, tracing
 
 _TENSOR, _FLOAT32 = torch.Tensor, torch.float32
 
@@ -75,7 +78,7 @@ class StepPoints:
 
     def report_before_step(self, on: bool) -> None:
         if on and self._pre_hook is None:
-            self._pre_hook = optim_module.register_optimizer_step_pre_hook(self._before_optimizer_step)
+            self._pre_hook = optim_module.register_optimizer_step_pre_hook(eager_only(self._before_optimizer_step))
         elif not on and self._pre_hook is not None:
             self._pre_hook.remove()
             self._pre_hook = None
@@ -85,6 +88,9 @@ class StepPoints:
         self.events.before_optimizer_step(optimizer, _has_closure(args, kwargs))
 
     def _after_optimizer_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if tracing() or frame_callback() is not None:  # inside torch.compile (core.compiled)
+            outside_graph(self._after_optimizer_step, optimizer, args, kwargs)
+            return
         self.optimizer_steps += 1
         self.events.after_optimizer_step(optimizer, (len(args) > 1 or bool(kwargs)) and _has_closure(args, kwargs))
 
@@ -97,7 +103,7 @@ class StepPoints:
             original(optimizer, *args, **kwargs)
             created(optimizer)
 
-        attachments.patch(torch.optim.Optimizer, "__init__", __init__)
+        attachments.patch(torch.optim.Optimizer, "__init__", eager_only(__init__))
 
     def _wrap_backward(self, attachments: Attachments) -> None:
         original = torch.autograd.backward
@@ -108,6 +114,8 @@ class StepPoints:
 
         def backward(tensors: Any, *args: Any, **kwargs: Any) -> Any:
             __tracebackhide__ = True
+            if tracing() or frame_callback() is not None:  # inside torch.compile (core.compiled)
+                return outside_graph(backward, tensors, *args, **kwargs)
             t = tensors
             if type(t) is _TENSOR and t.dtype is _FLOAT32 and t.is_cpu and points.scaled is None and t.numel() == 1:
                 before(t.item())  # the usual loss: loss_of's first answer, read here
@@ -143,8 +151,8 @@ class StepPoints:
                 points.events.step_skipped()
             return out
 
-        attachments.patch(scaler_cls, "scale", scale)
-        attachments.patch(scaler_cls, "step", step)
+        attachments.patch(scaler_cls, "scale", eager_only(scale))
+        attachments.patch(scaler_cls, "step", eager_only(step))
 
     def loss_of(self, tensors: Any) -> torch.Tensor | float | None:
         """The scalar backward() was given, unscaled: a CPU loss in float32 or narrower as a Python

@@ -15,6 +15,9 @@ root's own would send the root's every call down ``_call_impl``'s general path, 
 (4 us a call on a tiny model on the CPU) than the rest of an unwatched step's monitoring. Where
 the class cannot be used (it is also the class of one of the root's submodules, the instance has
 a ``forward`` of its own, a TorchScript module), the root gets a pre-hook instead.
+
+Under ``torch.compile`` (``module.compile()`` compiles ``_call_impl``, hooks and ``forward``
+included) the callbacks run outside the graph (:mod:`~torchmagic.core.compiled`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from torch.utils.hooks import RemovableHandle
 
 from torchmagic.core import shapes
 from torchmagic.core.attachments import Attachments
+from torchmagic.core.compiled import eager_only, frame_callback, outside_graph, tracing
 from torchmagic.core.finitecheck import ROOTS_KEPT as ROOTS_KEPT  # re-exported: the bound tests check
 from torchmagic.core.finitecheck import KeptOutputs, parameter_norms
 from torchmagic.core.interrupt import StopRequest
@@ -128,7 +132,10 @@ def _met_forward(original: Callable[..., Any], roots: dict[int, RootCall]) -> Ca
         __tracebackhide__ = True
         before = roots.get(id(module))
         if before is not None:
-            before(module, args, kwargs)
+            if tracing() or frame_callback() is not None:  # inside torch.compile (core.compiled)
+                outside_graph(before, module, args, kwargs)  # one clean graph break, before the forward's ops
+            else:
+                before(module, args, kwargs)
         return original(module, *args, **kwargs)
 
     return forward
@@ -185,8 +192,8 @@ class ForwardHooks:
         if self.watching:
             return
         self._global = [
-            nn_module.register_module_forward_pre_hook(self._before_forward),
-            nn_module.register_module_forward_hook(self._after_forward, always_call=True),
+            nn_module.register_module_forward_pre_hook(eager_only(self._before_forward)),
+            nn_module.register_module_forward_hook(eager_only(self._after_forward), always_call=True),
         ]
         self.watching = True
         self._depth = 1 if inside_root else 0
@@ -216,7 +223,7 @@ class ForwardHooks:
         if self._root_forwards.add(module, hook):
             self._root_hooks[key] = None
         else:
-            self._root_hooks[key] = module.register_forward_pre_hook(hook, with_kwargs=True)
+            self._root_hooks[key] = module.register_forward_pre_hook(eager_only(hook), with_kwargs=True)
 
     def finite_check(self, param_names: Callable[[list[torch.Tensor]], list[str]], *, after_alert: bool) -> NamedTensors:
         """Norms of what a non-finite loss may come from, in the order to blame them: the input and

@@ -15,6 +15,7 @@ import torch
 from torch.autograd.graph import Node
 from torch.nn.modules import module as nn_module
 
+from torchmagic.core.compiled import eager_only
 from torchmagic.core.memory import cuda_in_use
 
 
@@ -128,8 +129,8 @@ class ModuleMemoryHooks:
 
     def attach(self) -> None:
         self._handles = [
-            nn_module.register_module_forward_pre_hook(self._pre),
-            nn_module.register_module_forward_hook(self._post, always_call=True),
+            nn_module.register_module_forward_pre_hook(eager_only(self._pre)),
+            nn_module.register_module_forward_hook(eager_only(self._post), always_call=True),
         ]
 
     def detach(self) -> None:

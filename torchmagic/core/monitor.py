@@ -45,7 +45,7 @@ from torchmagic.core.schedule import DEFAULT_EVERY, StepSchedule
 from torchmagic.core.snapshot import RunClock
 from torchmagic.core.snapshot import Snapshot as Snapshot  # re-exported: displays import it from here
 from torchmagic.core.stepstate import NamedTensors, StepValues
-from torchmagic.core.warnings_capture import capture_warnings
+from torchmagic.core.warnings_capture import capture_warnings, hide_own_warnings
 
 _ACTIVE: list[TrainingMonitor] = []
 ADAPT_WINDOW_S = 0.2  # the shortest span the step rate of the default schedule is measured over
@@ -165,6 +165,7 @@ class TrainingMonitor(BackwardHandling, OptimizerStepHandling):
             self._step_points = attach_step_events(a, events)
             if self.catch_sigint:
                 self.stop_request.install(a)
+            hide_own_warnings(a)
             if self.capture_python_warnings:
                 capture_warnings(a, self._on_warning)
             _ACTIVE.append(self)

@@ -20,6 +20,7 @@ import torch
 
 from torchmagic.core import tbexport
 from torchmagic.core.attachments import Attachments
+from torchmagic.core.compiled import eager_only
 from torchmagic.core.native_log import kineto_notes_dropped
 from torchmagic.core.profile_result import ProfileResult, set_last_profile
 from torchmagic.core.profile_trace import TIMELINE_EVENTS, read_trace
@@ -126,7 +127,7 @@ class ProfileSession:
         if self.steps:
             from torch.optim.optimizer import register_optimizer_step_post_hook
 
-            self._attachments.hook(register_optimizer_step_post_hook(self._on_step))
+            self._attachments.hook(register_optimizer_step_post_hook(eager_only(self._on_step)))
         self._sync()
         try:
             with kineto_notes_dropped():

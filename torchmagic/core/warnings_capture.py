@@ -9,10 +9,15 @@ appended, while ``showwarning`` shows each warning once per place, as ``default`
 The changes are made in place and undone one by one, found by identity: filters the cell adds or
 removes (``warnings.filterwarnings("ignore", ...)``) stay as the cell left them, as they would
 without a run. ``catch_warnings`` would put back the whole list and lose them.
+
+One warning is the monitor's own doing and is hidden for the run: torch warns at each call of a
+``torch.compile``'d module while any global module hook is installed, and the monitor's are, on
+watched steps (they see the compiled module as the root and its original module inside it).
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable
 from typing import Any, cast
@@ -20,6 +25,7 @@ from typing import Any, cast
 from torchmagic.core.attachments import Attachments
 
 _SHOW_ONCE = ("default", "module", "once")
+_OWN_DOING = re.compile(re.escape("Using `torch.compile(module)` when there are global hooks on modules"))
 
 
 def capture_warnings(attachments: Attachments, record: Callable[[str, str], None]) -> None:
@@ -53,6 +59,19 @@ def capture_warnings(attachments: Attachments, record: Callable[[str, str], None
             warnings.showwarning = original
 
     warnings.showwarning = showwarning
+    attachments.callback(undo)
+
+
+def hide_own_warnings(attachments: Attachments) -> None:
+    """Ignore, until detached, the warnings torch gives because of the monitor's hooks."""
+    ours = ("ignore", _OWN_DOING, UserWarning, None, 0)
+    _filters().insert(0, ours)
+    _mutated()
+
+    def undo() -> None:
+        _replace(_filters(), ours, None)
+        _mutated()
+
     attachments.callback(undo)
 
 

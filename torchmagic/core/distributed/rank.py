@@ -21,6 +21,7 @@ from torch.nn.modules import module as nn_module
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim import optimizer as optim_module
 
+from torchmagic.core.compiled import eager_only
 from torchmagic.core.distributed import columns, protocol
 from torchmagic.core.distributed.protocol import Store
 from torchmagic.core.monitor import Snapshot, TrainingMonitor
@@ -59,7 +60,7 @@ class StepBoundary:
         self._sync = 0.0  # seconds DDP spent syncing before the wrapped module's forward
 
     def __enter__(self) -> StepBoundary:
-        self._handles = [optim_module.register_optimizer_step_post_hook(self._after_step)]
+        self._handles = [optim_module.register_optimizer_step_post_hook(eager_only(self._after_step))]
         self._look_for_root()
         return self
 
@@ -73,7 +74,7 @@ class StepBoundary:
 
     def _look_for_root(self) -> None:
         if self._finder is None and len(self._roots) < MAX_ROOTS:
-            self._finder = nn_module.register_module_forward_pre_hook(self._first_forward)
+            self._finder = nn_module.register_module_forward_pre_hook(eager_only(self._first_forward))
 
     def _first_forward(self, module: torch.nn.Module, args: Any) -> None:
         self._finder.remove()  # safe here: PyTorch iterates over a copy of the hooks
@@ -81,9 +82,12 @@ class StepBoundary:
         if any(module is root for root in self._roots):
             return
         self._roots.append(module)
-        self._handles += [module.register_forward_pre_hook(self._root_pre), module.register_forward_hook(self._root_post)]
+        self._handles += [
+            module.register_forward_pre_hook(eager_only(self._root_pre)),
+            module.register_forward_hook(eager_only(self._root_post)),
+        ]
         if isinstance(module, DistributedDataParallel):
-            self._handles.append(module.module.register_forward_pre_hook(self._inner_pre))
+            self._handles.append(module.module.register_forward_pre_hook(eager_only(self._inner_pre)))
         self._root_pre(module, args)  # its own pre-hook was registered too late for this call
 
     def _root_pre(self, module: torch.nn.Module, args: Any) -> None:
