@@ -87,10 +87,14 @@ def test_lab_transport_sends_one_message_per_refresh_with_float32_columns():
     custom = [m for m in _custom_messages(rec) if m[1]["content"].get("kind") == "torchmagic.refresh"]
     assert len(custom) == dash.messages_sent >= 4  # 30 steps of 10 ms or more: a refresh at least every 5 steps
     # while training, nothing but our one custom message per refresh goes out, and the plots' few
-    # one-time change: the histogram plots join once their parameters are known
+    # one-time changes: the histogram plots join once their parameters are known, and the constant
+    # learning rate's note is written (its value and its text)
     others = [data for kind, data, _ in during if kind == "comm_msg" and data.get("method") != "custom"]
     assert others == []
-    assert len(_custom_messages(rec)) - len(custom) <= 3  # a bokeh patch is three messages
+    patches = [m for m in _custom_messages(rec) if m[1]["content"].get("msg") == "patch"]
+    assert len(_custom_messages(rec)) - len(custom) == len(patches) <= 3 * 3  # a bokeh patch is three messages
+    changed = sorted(e["attr"] for _, data, _ in patches for e in json.loads(data["content"]["payload"]).get("events", []))
+    assert changed == ["children", "text", "y"], changed
     assert max(_size(m) for m in custom) < 20_000  # a whole 30-step run fits in one message
     # the loss points streamed to the browser are the recorded losses
     losses = []
@@ -363,6 +367,46 @@ def test_the_charts_reflow_and_a_constant_learning_rate_is_drawn_from_zero():
     assert all(isinstance(axis.major_label_policy, NoOverlap) for fig in charts for axis in (*fig.xaxis, *fig.yaxis))
     lr = next(fig for fig in charts if fig.title.text == "learning rate")
     assert lr.y_range.start == 0 and math.isnan(lr.y_range.end)  # the top follows the rate: 0.05 is a line at 0.05
+
+
+def _lr_run(dashboards, warmup):
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 + step / 60) if warmup else None
+    mon = TrainingMonitor([model], [opt], on_refresh=dashboards, refresh_interval=0.01)
+    with mon:
+        for _ in range(30):
+            opt.zero_grad()
+            model(torch.randn(8, 4)).pow(2).mean().backward()
+            opt.step()
+            if schedule is not None:
+                schedule.step()
+    return mon
+
+
+def _lr_chart(html):
+    return next(chart for chart in html.split("<svg")[1:] if ">learning rate</text>" in chart)
+
+
+@pytest.mark.parametrize("warmup", [False, True])
+def test_the_learning_rate_is_drawn_from_zero_and_a_constant_one_says_so_live_and_frozen(warmup):
+    with recording_comms():
+        lab, stock = LiveDashboard("model", transport="lab"), LiveDashboard("model", transport="stock")
+        mon = _lr_run([lab, stock], warmup)
+    lrs = mon.result.history["lr"]
+    assert (lrs.nunique() > 1) is warmup and lrs.min() >= (0.025 if warmup else 0.05)
+    live = next(fig for fig, _, _ in lab.figs.layout.children if fig.title.text == "learning rate")
+    note = lab.figs.notes["lr"].label
+    assert live.y_range.start == 0 and note in live.center
+    expected = "" if warmup else "lr 0.05 (constant)"
+    assert note.text == expected and (warmup or note.y == pytest.approx(0.05))
+    # the frozen twin and the stock view's chart: an axis from 0 (a lr of 0.025 or more would not
+    # reach it otherwise), and the same note, under the line
+    for html in (panels.snapshot_html(mon.result), stock._stock.charts.value):
+        chart = _lr_chart(html)
+        assert ">0</text>" in chart
+        assert ("(constant)" in chart) is not warmup and (warmup or f">{expected}</text>" in chart)
 
 
 def test_every_live_step_chart_has_its_frozen_twin_with_the_same_title_and_layer_colours():

@@ -82,9 +82,17 @@ def test_frozen_chart_labels_stay_inside_the_picture():
 
 
 def test_a_constant_series_says_its_value_and_a_log_axis_says_log():
-    lr = svg.line_chart("learning rate", [1, 2, 3, 4], {"lr": [0.05] * 4})
-    assert "lr 0.05 (constant)" in lr and [t for _, t in _texts(lr) if t == "0.05"]
-    assert "-1" not in [t for _, t in _texts(lr)]
+    flat = svg.line_chart("memory", [1, 2, 3, 4], {"RSS": [350.0] * 4})
+    assert [t for _, t in _texts(flat) if t == "350"] and "(constant)" not in flat  # its value, at the middle
+    assert "-1" not in [t for _, t in _texts(flat)]
+    lr = svg.line_chart("learning rate", [1, 2, 3, 4], {"lr": [0.05] * 4}, y_from_zero=True, note_constant=True)
+    labels = [t for _, t in _texts(lr)]
+    assert labels.count("lr 0.05 (constant)") == 1 and "0" in labels  # an axis from 0, as the live chart's
+    top = float(re.search(r'<rect x="[\d.]+" y="(\d+)" width', lr).group(1))
+    line_y = float(re.search(r'points="[\d.]+,([\d.]+) ', lr).group(1))
+    note_y = float(re.search(r'<text x="[\d.]+" y="([\d.]+)"[^>]*>lr 0.05 \(constant\)', lr).group(1))
+    assert top < line_y < note_y, (top, line_y, note_y)  # the line under the top, the note under the line
+    _inside(lr)
     grad = svg.line_chart("gradient norm", list(range(1, 6)), {"grad norm": [1e-4, 1e-3, 1e-2, 0.1, 1.0]}, log_y=True)
     assert "gradient norm (log scale)" in grad
     labels = [t for _, t in _texts(grad)]

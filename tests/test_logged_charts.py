@@ -111,6 +111,9 @@ def test_both_views_chart_the_same_first_logged_columns():
     assert dash.figs.logged[1].data["x"] == [2.0, 3.0]
     # the stock view names a series as the frozen view does: m0, logged once, is a constant
     assert "m0 1 (constant)" in dash._stock.charts.value and "m0 1 (constant)" in html
+    # and the live chart says so too, as long as the value has not changed (m1: 2, then 3)
+    assert dash.figs.notes["m0"].label.text == "m0 1 (constant)" and dash.figs.notes["m1"].label.text == ""
+    assert "m1 2 (constant)" not in html
 
 
 SHELL_SETUP = """

@@ -155,6 +155,7 @@ def test_a_gan_gets_a_loss_and_lr_series_per_optimizer_live_and_frozen(shell):
     for title in ("loss by optimizer", "learning rate by optimizer"):
         chart = _chart(html, title)
         assert "<title>opt_d</title>" in chart and "<title>opt_g</title>" in chart and "no data" not in chart
+    assert ">0</text>" in _chart(html, "learning rate by optimizer")  # from zero, as the live chart
     assert "opt_d" in html.split("</div>")[0] and "<script" not in html  # the header's loss per optimizer
 
 

@@ -34,13 +34,15 @@ class Line:
 @dataclass(frozen=True)
 class Chart:
     title: str
-    source: str  # "steps", "grads", "acts" or "memory": the columns it draws
+    source: str  # "steps", "grads", "acts", "memory" or "logged" (a logged value's own): the columns it draws
     lines: tuple[Line, ...] = ()
     x: str = "x"  # the x column of its source
     x_title: str = STEP_AXIS
     y_title: str = ""
     log_y: bool = False
-    y_from_zero: bool = False  # a constant series is a line at its value, not at the middle of -1..1
+    y_from_zero: bool = False  # the y axis starts at 0 (a rate: its size matters, not only its changes)
+    note_constant: bool = False  # a constant series says its value: "lr 0.05 (constant)"
+    markers_up_to: int = 0  # a dot at each point while a series has at most this many (a value logged rarely)
     legend: bool = False
     layers: str | None = None  # column prefix of one line per tracked layer (g0 .. g7), named by the layer
 
@@ -55,7 +57,7 @@ LOSS = Chart(
     y_title="loss",
     legend=True,
 )
-LR = Chart("learning rate", "steps", (Line("lr", "lr", PALETTE[1]),), y_title="lr", y_from_zero=True)
+LR = Chart("learning rate", "steps", (Line("lr", "lr", PALETTE[1]),), y_title="lr", y_from_zero=True, note_constant=True)
 THROUGHPUT = Chart("throughput (samples/s, smoothed)", "steps", (Line("rate", "samples/s", PALETTE[2]),), y_title="samples/s")
 GRAD_NORM = Chart(
     "grad norm (log scale): global (black), by layer",
@@ -109,6 +111,13 @@ LOGGED_MARKERS_UP_TO = 60  # points: a dot at each while a logged value is spars
 _BUILTIN_COLUMNS = {"step", "time", "loss", "lr", "grad_norm", "samples_per_s", "step_time", "optimizer", "iteration"}
 # the aggregate of a distributed run: percentiles across ranks and the ranks' local time, drawn by rank
 _RANK_COLUMNS = {"local_time", *(f"{c}_{q}" for c in SPREAD_COLUMNS for q in SPREAD)}
+
+
+def logged(name: str) -> Chart:
+    """The chart of the logged value ``name``: titled by it, over steps, from the columns x (step) and y
+    (its value) of the rows that have one."""
+    line = Line("y", name, LOGGED_COLOR)
+    return Chart(name, "logged", (line,), note_constant=True, markers_up_to=LOGGED_MARKERS_UP_TO)
 
 
 def logged_columns(columns: Iterable[str], distributed: bool = False) -> list[str]:

@@ -221,6 +221,7 @@ class LiveDashboard:
             "lr": _column(cols, "lr", start, stop),
             "rate": self._smoothed_rate(cols, start, stop),
         }
+        self.figs.notes["lr"].read(new["lr"])  # every row, not only the points kept
         keep = thin(stop - start, POINTS_PER_REFRESH, extremes=loss)
         for name, values in new.items():
             self._points[name].extend(values[keep].tolist())

@@ -2,7 +2,8 @@
 
 Front ends with stock widgets only (VS Code, Colab) cannot be relied on to load BokehJS, so the
 stock dashboard shows each figure as the static renderer draws it: the figure's title and axis
-titles, its line glyphs (field names, colours, legend labels), its log scale and its band
+titles, its line glyphs (field names, colours, legend labels), its log or from-zero y axis, its
+note on a constant series, and its band
 (``varea``) as declared in :mod:`torchmagic.display.figures`, with the data its sources hold. A parameter's gradient
 histograms (rects) become the chart of :mod:`torchmagic.display.histograms`. Each line is
 thinned to ``POINTS`` points so a refresh stays small.
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from torchmagic.display import histograms, svg
+from torchmagic.display import constant_notes, histograms, svg
 
 POINTS = 100  # per line: a chart's plot area is about 250 px wide
 WIDTH, HEIGHT = 330, 175
@@ -29,7 +30,7 @@ def figures_of(layout: Any) -> list[Any]:
 
 
 def figure_svg(fig: Any, width: int = WIDTH, height: int = HEIGHT) -> str:
-    from bokeh.models import Line, LogScale, Rect, VArea
+    from bokeh.models import DataRange1d, Line, LogScale, Rect, VArea
 
     title = fig.title.text if fig.title is not None else ""
     x_title, y_title = _axis_label(fig.xaxis), _axis_label(fig.yaxis)
@@ -63,6 +64,8 @@ def figure_svg(fig: Any, width: int = WIDTH, height: int = HEIGHT) -> str:
         legend=bool(labels),
         x_title=x_title,
         y_title=y_title,
+        y_from_zero=isinstance(fig.y_range, DataRange1d) and fig.y_range.start == 0,
+        note_constant=constant_notes.shown(fig),
     )
 
 

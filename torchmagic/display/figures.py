@@ -8,7 +8,8 @@ from bokeh.models import ColumnDataSource, DataRange1d, GridBox, HoverTool, NoOv
 from bokeh.plotting import figure
 
 from torchmagic.display import chart_specs as specs
-from torchmagic.display import log_axis
+from torchmagic.display import constant_notes, log_axis
+from torchmagic.display.constant_notes import ConstantNote
 from torchmagic.display.figure_parts import histogram_figure, legend_above
 from torchmagic.display.series import rank_column_names
 from torchmagic.display.svg import PALETTE
@@ -34,6 +35,7 @@ class DashboardFigures:
     hists: list[ColumnDataSource] = field(default_factory=list)  # one per parameter shown: x, w, y, v (see add_histograms)
     logged: list[ColumnDataSource] = field(default_factory=list)  # one per logged value charted: x (step), y
     logged_markers: list[object] = field(default_factory=list)  # their dots (renderers), hidden once dense
+    notes: dict[str, ConstantNote] = field(default_factory=dict)  # by the series' name: "lr", a logged value's
 
 
 def _figure(title: str, x_label: str | None = None, y_label: str | None = None, **kw: object) -> figure:
@@ -74,20 +76,22 @@ def build(histograms: bool = False) -> DashboardFigures:
     layer_cols = ["x", "gn"] + [f"g{i}" for i in range(TRACKED_LAYERS)] + [f"a{i}" for i in range(TRACKED_LAYERS)]
     layers = ColumnDataSource({k: [] for k in layer_cols}, name="tm-layers")
     sources = {"steps": steps, "grads": layers, "acts": layers, "memory": mem}
-    charts = [chart_figure(spec, sources[spec.source]) for spec in specs.STEP_CHARTS]
+    notes: dict[str, ConstantNote] = {}
+    charts = [chart_figure(spec, sources[spec.source], notes) for spec in specs.STEP_CHARTS]
     layout = GridBox(
         children=[(fig, i // 3, i % 3) for i, fig in enumerate(charts)],
         sizing_mode="stretch_width",
         spacing=4,
         styles=GRID_STYLES,
     )
-    return DashboardFigures(layout, steps, mem, layers)
+    return DashboardFigures(layout, steps, mem, layers, notes=notes)
 
 
-def chart_figure(spec: specs.Chart, source: ColumnDataSource) -> figure:
-    """The live plot of ``spec``: its lines (those ``when_present`` join later, see :func:`show_cuda_memory`)."""
+def chart_figure(spec: specs.Chart, source: ColumnDataSource, notes: dict[str, ConstantNote] | None = None) -> figure:
+    """The live plot of ``spec``: its lines (those ``when_present`` join later, see :func:`show_cuda_memory`),
+    and the note on its first line while that is constant, added to ``notes`` under the line's name."""
     kw: dict[str, object] = {"y_axis_type": "log"} if spec.log_y else {}
-    if spec.y_from_zero:  # DataRange1d spans -1..1 around a constant series
+    if spec.y_from_zero:  # bokeh pads 5 % above the data; the frozen twin draws the same
         kw["y_range"] = DataRange1d(start=0)
     fig = _figure(spec.title, spec.x_title, spec.y_title, **kw)
     if spec.log_y:
@@ -100,6 +104,9 @@ def chart_figure(spec: specs.Chart, source: ColumnDataSource) -> figure:
             fig.line(spec.x, f"{spec.layers}{i}", source=source, color=spec.layer_color(i), alpha=0.8)
     if spec.legend:
         legend_above(fig)
+    if spec.note_constant and notes is not None:
+        first = spec.lines[0]
+        notes[first.label] = ConstantNote(constant_notes.add_label(fig, first.color), first.label)
     return fig
 
 
@@ -107,7 +114,8 @@ def _line(fig: figure, spec: specs.Chart, line: specs.Line, source: ColumnDataSo
     style: dict[str, object] = {"line_dash": line.dash} if line.dash else {}
     if spec.legend:
         style["legend_label"] = line.label
-    fig.line(spec.x, line.column, source=source, color=line.color, line_width=line.width, **style)
+    # named as the frozen view names the series: the stock view's SVG reads the name
+    fig.line(spec.x, line.column, source=source, color=line.color, line_width=line.width, name=line.label, **style)
 
 
 def _next_row(figs: DashboardFigures) -> int:
@@ -155,13 +163,13 @@ def add_logged(figs: DashboardFigures, names: list[str]) -> list[ColumnDataSourc
     logged points and a dot at each (a value logged once, or every few hundred steps, still shows) while
     they are few (``figs.logged_markers``). Returns their sources, also appended to ``figs.logged``."""
     first = _next_row(figs)
-    color = specs.LOGGED_COLOR
     sources, charts = [], []
     for name in names:
+        spec = specs.logged(name)
         source = ColumnDataSource({"x": [], "y": []}, name=f"tm-logged-{len(figs.logged) + len(sources)}")
-        chart = _figure(name)
-        line = chart.line("x", "y", source=source, color=color, name=name)  # the series' name in the stock view's SVG
-        figs.logged_markers.append(chart.scatter("x", "y", source=source, color=color, size=4))
+        chart = chart_figure(spec, source, figs.notes)
+        line = chart.renderers[0]
+        figs.logged_markers.append(chart.scatter(spec.x, "y", source=source, color=spec.lines[0].color, size=4))
         chart.select_one(HoverTool).renderers = [line]  # one tooltip per step, not the line's and the marker's
         sources.append(source)
         charts.append(chart)

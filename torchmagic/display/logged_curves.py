@@ -14,6 +14,7 @@ import numpy as np
 
 from torchmagic.display import chart_specs as specs
 from torchmagic.display import figures
+from torchmagic.display.constant_notes import ConstantNote
 from torchmagic.display.series import Decimator, SeriesBatch, halve
 
 POINTS_KEPT = 8000  # points per curve held for the browser (then halved)
@@ -22,8 +23,8 @@ POINTS_KEPT = 8000  # points per curve held for the browser (then halved)
 class LoggedCurve:
     """One logged column: its points (step, value) and the rows of the history already read."""
 
-    def __init__(self, name: str, source: Any, markers: Any) -> None:
-        self.name, self.source, self.markers = name, source, markers
+    def __init__(self, name: str, source: Any, markers: Any, note: ConstantNote) -> None:
+        self.name, self.source, self.markers, self.note = name, source, markers, note
         self.points: dict[str, list[float | None]] = {"x": [], "y": []}
         self.rows_seen = 0
         self.logged = 0  # rows with a value so far (the points kept for the browser may be fewer)
@@ -44,7 +45,8 @@ class LoggedCurves:
         if new:  # all of them in one change of the layout
             sources = figures.add_logged(self.figs, new)
             markers = self.figs.logged_markers[-len(new) :]
-            self.curves.extend(LoggedCurve(*curve) for curve in zip(new, sources, markers))
+            notes = [self.figs.notes[name] for name in new]
+            self.curves.extend(LoggedCurve(*curve) for curve in zip(new, sources, markers, notes))
         steps: Sequence[Any] = columns.get("step", ())
         # A value logged right after its step's optimizer.step() joins that row at the next refresh:
         # until the run ends, the newest row is read once the next one exists.
@@ -64,6 +66,7 @@ class LoggedCurves:
         start, curve.rows_seen = curve.rows_seen, stop
         rows = [(step, value) for step, value in zip(steps[start:stop], values[start:stop]) if value is not None]
         curve.logged += len(rows)
+        curve.note.read([value for _, value in rows])  # every value, not only the points kept
         keep = _evenly(len(rows), self.points_per_refresh)
         curve.points["x"].extend(float(rows[i][0]) for i in keep)
         curve.points["y"].extend(float(rows[i][1]) for i in keep)

@@ -16,11 +16,13 @@ from typing import Any
 
 from torchmagic.core.formatting import number
 from torchmagic.core.result import RunResult
+from torchmagic.display import chart_specs as specs
 from torchmagic.display import svg
 from torchmagic.display.series import Decimator, SeriesBatch, ema, halve
 
 MAX_OPTIMIZER_LINES = 8  # curves drawn; the history keeps every optimizer
 POINTS_KEPT = 8000  # points per curve held for the browser (then halved)
+LOSS_TITLE, LR_TITLE = "loss by optimizer (smoothed)", "learning rate by optimizer"  # live and frozen
 
 
 def several(result: RunResult) -> bool:
@@ -116,7 +118,7 @@ class OptimizerCurves:
         keys = ["x", *(f"{k}{i}" for i in range(self._lines) for k in "sr")]
         self._points = {k: [] for k in keys}
         self.source = ColumnDataSource({k: [] for k in keys}, name="tm-optimizers")
-        for y, title in (("loss", "loss by optimizer (smoothed)"), ("lr", "learning rate by optimizer")):
+        for y, title in (("loss", LOSS_TITLE), ("lr", LR_TITLE)):
             fig = _figure_drawing(self.figs, y)
             if fig is None:
                 continue
@@ -124,6 +126,8 @@ class OptimizerCurves:
             for legend in fig.legend:
                 legend.items = []
             fig.title.text = title
+            if y == "lr":  # the frozen chart by optimizer has no note: which one would it name?
+                self.figs.notes["lr"].drop()
             fig.xaxis.axis_label = "iteration"
             for i in range(self._lines):
                 key = f"{'s' if y == 'loss' else 'r'}{i}"
@@ -153,10 +157,8 @@ def optimizer_charts(result: RunResult) -> list[str]:
     losses = {name: ema([rows[it].get(f"l{i}") for it in xs]).values for i, name in enumerate(names)}
     lrs = {name: [rows[it].get(f"r{i}") for it in xs] for i, name in enumerate(names)}
     return [
-        svg.line_chart(
-            "loss by optimizer (smoothed) over iterations", xs, losses, legend=True, x_title="iteration", y_title="loss"
-        ),
-        svg.line_chart("learning rate by optimizer", xs, lrs, legend=True, x_title="iteration", y_title="lr"),
+        svg.line_chart(LOSS_TITLE, xs, losses, legend=True, x_title="iteration", y_title="loss"),
+        svg.line_chart(LR_TITLE, xs, lrs, legend=True, x_title="iteration", y_title="lr", y_from_zero=specs.LR.y_from_zero),
     ]
 
 

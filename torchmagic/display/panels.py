@@ -177,16 +177,7 @@ def snapshot_html(result: RunResult, snap: Snapshot | None = None, histograms: S
     if ranks:
         charts.extend(rank_charts(cols, ranks, mem))
     for name in specs.logged_columns(cols, isinstance(snap, DistributedSnapshot)):
-        charts.append(
-            svg.line_chart(
-                name,
-                steps,
-                {name: cols[name]},
-                colors=[specs.LOGGED_COLOR],
-                x_title=specs.STEP_AXIS,
-                markers_up_to=specs.LOGGED_MARKERS_UP_TO,
-            )
-        )
+        charts.append(chart_svg(specs.logged(name), {"x": steps, "y": cols[name]}))
     return (
         f'{STYLE}<div class="tm-dash"><div>{header(snap, result.status)}</div>'
         f'<div>{_error(result)}{alerts(result)}</div><div class="tm-charts">{"".join(charts)}</div>'
@@ -225,6 +216,9 @@ def chart_svg(spec: specs.Chart, columns: Columns, tracked: Sequence[str] = ()) 
         legend=spec.legend or (spec.layers is not None and bool(tracked)),  # the layers named, as the layer table does
         x_title=spec.x_title,
         y_title=spec.y_title,
+        markers_up_to=spec.markers_up_to,
+        y_from_zero=spec.y_from_zero,
+        note_constant=spec.note_constant,
     )
 
 

@@ -11,6 +11,7 @@ from torchmagic.core.formatting import number
 from torchmagic.display import axes
 
 TITLE_PX = 11  # the room an axis title takes: a line of 9 px text
+NOTE_PX, NOTE_INSET, NOTE_GAP = 10, 4, 4  # a constant series' note: its size, from the plot's left, under the line
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
 
@@ -48,12 +49,16 @@ def line_chart(
     x_title: str = "",
     y_title: str = "",
     markers_up_to: int = 0,
+    y_from_zero: bool = False,
+    note_constant: bool = False,
 ) -> str:
     """An SVG line chart of one or more series sharing x; empty series are left out. ``band`` (low
     and high values at each x, linear y only) is shaded behind the first series' colour. ``colors``:
     one per series (default: the palette); ``legend``: name the series (default: when several);
     ``x_title``, ``y_title``: the axes' titles (as the live chart's, :mod:`chart_specs`);
-    ``markers_up_to``: a dot at each point of a series with at most that many (a value logged rarely)."""
+    ``markers_up_to``: a dot at each point of a series with at most that many (a value logged rarely);
+    ``y_from_zero``: a linear y axis from 0, the top padded as BokehJS pads it; ``note_constant``: a
+    constant series says its value under its line (:func:`constant_note`), as the live chart does."""
     palette = list(colors) if colors else list(PALETTE)
     color_of = {name: palette[i % len(palette)] for i, name in enumerate(series)}
     lines = {}
@@ -81,8 +86,14 @@ def line_chart(
     x0, x1 = min(p.x for p in all_pts), max(p.x for p in all_pts)
     y0, y1 = min(p.y for p in all_pts), max(p.y for p in all_pts)
     constant = y0 == y1 and not lo
+    value = y0
+    from_zero = y_from_zero and not log_y
     x_ticks = axes.nice_ticks(x0, x1)
-    if constant:  # a flat line says its value, not a made-up spread around it
+    if from_zero:  # 5 % above the data, as BokehJS pads a range with a fixed start
+        y0, y1 = min(y0, 0.0), max(y1, 0.0)
+        y_ticks = axes.nice_ticks(y0, y1 + (y1 - y0) * 0.05)
+        y_labels = axes.tick_labels(y_ticks)
+    elif constant:  # a flat line says its value, not a made-up spread around it
         y_ticks, y_labels = [y0 - 1.0, y0, y0 + 1.0], ["", _value_label(y0, log_y), ""]
     elif log_y:  # padded as BokehJS pads a log range (5% of its decades each side), ticked inside
         pad = (y1 - y0) * 0.05
@@ -133,11 +144,11 @@ def line_chart(
         )
         if len(pts) <= markers_up_to:
             body.extend(f'<circle cx="{sx(p.x):.1f}" cy="{sy(p.y):.1f}" r="2" fill="{color_of[name]}"/>' for p in pts)
-    if constant and "(constant)" not in title:
+    if constant and note_constant:  # under the line's left end, where the live chart's note is
         name = next(iter(lines))
-        note = f"{name} {_value_label(y_ticks[1], log_y)} (constant)"
+        note = constant_note(name, 10**value if log_y else value)
         body.append(
-            f'<text x="{pad_l + pw / 2:.1f}" y="{sy(y_ticks[1]) - 5:.1f}" font-size="10" text-anchor="middle" '
+            f'<text x="{pad_l + NOTE_INSET:.1f}" y="{sy(value) + NOTE_GAP + NOTE_PX - 1:.1f}" font-size="{NOTE_PX}" '
             f'fill="{color_of[name]}">{escape(note)}</text>'
         )
     # the legend sits above the plot, under the title: it never hides the newest points
@@ -164,6 +175,11 @@ def axis_titles_svg(x_title: str, y_title: str, plot: tuple[float, float, float,
             f'font-size="{axes.FONT_PX}" text-anchor="middle" fill="#444">{escape(y_title)}</text>'
         )
     return out
+
+
+def constant_note(name: str, value: float) -> str:
+    """What a chart of a constant series says of it, live and frozen: ``lr 0.05 (constant)``."""
+    return f"{name} {number(value, 3)} (constant)"
 
 
 def _value_label(y: float, log_y: bool) -> str:
