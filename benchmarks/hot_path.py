@@ -47,7 +47,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 if str(HERE.parent) not in sys.path:  # benchmark the working tree's torchmagic
     sys.path.insert(1, str(HERE.parent))
-from _models import HOT_PATH_MODELS, ModelSpec  # noqa: E402
+from _models import HOT_PATH_MODELS, ModelSpec, train_step  # noqa: E402
 
 import torchmagic  # noqa: E402
 
@@ -85,21 +85,13 @@ class WallRow:
     extra: dict[str, float] = field(default_factory=dict)
 
 
-def _train_step(
-    model: torch.nn.Module, opt: torch.optim.Optimizer, crit: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
-) -> None:
-    opt.zero_grad()
-    crit(model(x), y).backward()
-    opt.step()
-
-
 def module_calls(spec: ModelSpec) -> int:
     model, opt, crit = spec.make_run()
     ((x, y),) = spec.make_batches(1)
     count = [0]
     handle = nn_module.register_module_forward_pre_hook(lambda m, a: count.__setitem__(0, count[0] + 1))
     try:
-        _train_step(model, opt, crit, x, y)
+        train_step(model, opt, crit, x, y)
     finally:
         handle.remove()
     return count[0]
@@ -116,7 +108,7 @@ def timed_steps(
         for i in range(steps):
             x, y = batches[i % len(batches)]
             t0 = time.perf_counter()
-            _train_step(model, opt, crit, x, y)
+            train_step(model, opt, crit, x, y)
             times.append(time.perf_counter() - t0)
     return times[5:]
 
@@ -227,7 +219,7 @@ def _mean_step(spec: ModelSpec, batches: list, steps: int, every: int) -> float:
         t0 = time.perf_counter()
         for i in range(steps):
             x, y = batches[i % len(batches)]
-            _train_step(model, opt, crit, x, y)
+            train_step(model, opt, crit, x, y)
         return (time.perf_counter() - t0) / steps
 
 
@@ -240,7 +232,7 @@ def _refresh_cost(spec: ModelSpec, batches: list, steps: int, every: int) -> flo
     with mon:
         for i in range(steps):
             x, y = batches[i % len(batches)]
-            _train_step(model, opt, crit, x, y)
+            train_step(model, opt, crit, x, y)
         t0 = time.perf_counter()
         mon._refresh(time.perf_counter())
         return (time.perf_counter() - t0) / steps

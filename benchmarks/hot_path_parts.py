@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 if str(HERE.parent) not in sys.path:  # benchmark the working tree's torchmagic
     sys.path.insert(1, str(HERE.parent))
-from _models import HOT_PATH_MODELS, ModelSpec  # noqa: E402
+from _models import HOT_PATH_MODELS, ModelSpec, train_step  # noqa: E402
 
 import torchmagic  # noqa: E402
 
@@ -69,12 +69,6 @@ def _without(variant: str, model: torch.nn.Module) -> Iterator[None]:
         optim_module._global_optimizer_post_hooks.update(post_hooks)
 
 
-def _step(model: torch.nn.Module, opt: torch.optim.Optimizer, crit: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
-    opt.zero_grad()
-    crit(model(x), y).backward()
-    opt.step()
-
-
 def median_step(spec: ModelSpec, batches: list, variant: str, steps: int) -> float:
     """The median seconds of a step of one run of ``variant``."""
     model, opt, crit = spec.make_run()
@@ -82,12 +76,12 @@ def median_step(spec: ModelSpec, batches: list, variant: str, steps: int) -> flo
     gc.collect()
     with torchmagic.train(display="none", every=0) if variant != "bare" else contextlib.nullcontext():
         for x, y in batches[:3]:  # the monitor meets the model and the optimizer
-            _step(model, opt, crit, x, y)
+            train_step(model, opt, crit, x, y)
         with _without(variant, model) if variant not in ("bare", "monitor") else contextlib.nullcontext():
             for i in range(steps):
                 x, y = batches[i % len(batches)]
                 t0 = time.perf_counter()
-                _step(model, opt, crit, x, y)
+                train_step(model, opt, crit, x, y)
                 times.append(time.perf_counter() - t0)
     return statistics.median(times[20:])
 
