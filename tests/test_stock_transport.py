@@ -81,10 +81,16 @@ def test_stock_loss_chart_draws_the_recorded_losses():
     losses = mon.result.history["loss"].tolist()
     assert dash.figs.steps.data["loss"] == pytest.approx(losses, rel=1e-6)  # what the chart is drawn from
     loss_chart = figure_svg.figure_svg(figure_svg.figures_of(dash.figs.layout)[0])
-    # the y axis spans the raw and the smoothed loss; the raw line has a point per step
+    # the y axis spans the raw and the smoothed loss, padded as the live one, ticked inside; the raw
+    # line has a point per step
+    drawn = dash.figs.steps.data["loss_smooth"] + losses
     labels = [float(t) for t in re.findall(r'text-anchor="end" fill="#666">([^<]+)</text>', loss_chart)]
-    assert 4 <= len(labels) <= 6 and max(labels) >= max(losses)
-    assert min(labels) <= min(dash.figs.steps.data["loss_smooth"] + losses)
+    span = max(drawn) - min(drawn)
+    assert 4 <= len(labels) <= 6 and min(drawn) - 0.05 * span <= min(labels) < max(labels) <= max(drawn) + 0.05 * span
+    plot = re.search(r'<rect x="[\d.]+" y="([\d.]+)" width="[\d.]+" height="([\d.]+)"', loss_chart)
+    top, height = (float(v) for v in plot.groups())
+    for line in re.findall(r'<polyline fill="none"[^>]* points="([^"]+)"', loss_chart):
+        assert all(top < float(p.split(",")[1]) < top + height for p in line.split())  # inside, off the frame
     raw = re.search(r'<polyline fill="none" stroke="#9ecae1"[^>]* points="([^"]+)"', loss_chart)
     assert raw is not None and len(raw.group(1).split()) == len(losses)
     assert ">raw</text>" in loss_chart and ">smoothed</text>" in loss_chart

@@ -1,9 +1,10 @@
 """Axis ticks and tick labels for the static SVG charts: 4-6 round numbers, short labels that fit.
 
-Ticks are 1, 2 or 5 times a power of ten apart, and the axis is widened to the outer ticks, so a
-time axis that starts at 8.31e-07 s starts at 0. A log axis (:func:`log_ticks`) keeps its range
-and ticks real values inside it (0.1, 0.15, 0.2, 0.3; 0.001, 0.01 ..), as the live charts tick
-theirs (:mod:`torchmagic.display.log_axis`, the same rule in JavaScript).
+A linear axis spans its data and 5 % more on each side, as BokehJS's ``DataRange1d`` pads the live
+charts' (:func:`padded`), and is ticked inside at 1, 2, 2.5 or 5 times a power of ten
+(:func:`ticks_inside`), so a frozen chart frames its lines as its live twin does. A log axis
+(:func:`log_ticks`) likewise ticks real values inside its range (0.1, 0.15, 0.2, 0.3; 0.001, 0.01 ..),
+as the live charts tick theirs (:mod:`torchmagic.display.log_axis`, the same rule in JavaScript).
 """
 
 from __future__ import annotations
@@ -41,6 +42,22 @@ def decade_ticks(lo: float, hi: float, most: int = 6) -> list[float]:
         if (last - first) // every + 1 <= most:
             return [float(d) for d in range(first, last + 1, every)]
     return [float(math.floor(lo)), float(math.ceil(hi))]
+
+
+def padded(lo: float, hi: float) -> tuple[float, float]:
+    """The range BokehJS gives data from ``lo`` to ``hi``: 10 % wider, centred (``range_padding``);
+    a single value, 1 either side (``default_span``)."""
+    if hi <= lo:
+        return lo - 1.0, lo + 1.0
+    pad = (hi - lo) * 0.05
+    return lo - pad, hi + pad
+
+
+def ticks_inside(lo: float, hi: float, most: int = 6) -> list[float]:
+    """Round-number ticks inside ``lo..hi`` (lo < hi): 4 to ``most`` of them where a round step gives
+    as many, at least the two ends where none does (a span too small for 12 decimals)."""
+    ticks = _steps_inside(lo, hi, most) if math.isfinite(lo) and math.isfinite(hi) and hi > lo else []
+    return [0.0 if t == 0 else t for t in ticks] if len(ticks) >= 2 else [lo, hi]
 
 
 # Multiples per decade tried on a log axis, densest first, each set about evenly spaced in log

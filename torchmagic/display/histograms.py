@@ -132,7 +132,8 @@ def chart_svg(title: str, cells: dict[str, Any], width: int = WIDTH, height: int
         empty = f'<text x="{width // 2}" y="{height // 2}" font-size="10" fill="#999" text-anchor="middle">no data</text>'
         return head + empty + "</svg>"
     x, w, y, v = x[keep], w[keep], y[keep], v[keep]
-    x_ticks = axes.nice_ticks(float((x - w / 2).min()), float((x + w / 2).max()))
+    x0, x1 = axes.padded(float((x - w / 2).min()), float((x + w / 2).max()))  # as the live chart's range
+    x_ticks = axes.ticks_inside(x0, x1)
     ylo, yhi = float(y.min()) - bin_h / 2, float(y.max()) + bin_h / 2
     y_ticks = [t for t in range(math.ceil(ylo), math.floor(yhi) + 1)]
     every = next(e for e in (1, 2, 3, 5, 10) if len(y_ticks[::e]) <= 6)
@@ -141,7 +142,6 @@ def chart_svg(title: str, cells: dict[str, Any], width: int = WIDTH, height: int
     pad_l = 7 + svg.TITLE_PX + max([axes.text_px(t) for t in y_labels] or [0])
     pad_r, pad_t, pad_b = 44, 18, 16 + (svg.TITLE_PX if x_title else 0)  # the colour scale on the right
     pw, ph = width - pad_l - pad_r, height - pad_t - pad_b
-    x0, x1 = x_ticks[0], x_ticks[-1]
 
     def sx(t: float) -> float:
         return pad_l + (t - x0) / (x1 - x0) * pw

@@ -88,25 +88,28 @@ def line_chart(
     constant = y0 == y1 and not lo
     value = y0
     from_zero = y_from_zero and not log_y
-    x_ticks = axes.nice_ticks(x0, x1)
-    if from_zero:  # 5 % above the data, as BokehJS pads a range with a fixed start
+    x0, x1 = axes.padded(x0, x1)  # the live chart's ranges (BokehJS's DataRange1d), ticked inside
+    x_ticks = axes.ticks_inside(x0, x1)
+    if from_zero:  # from 0 to 5 % above the data, as BokehJS pads a range with a fixed start
         y0, y1 = min(y0, 0.0), max(y1, 0.0)
-        y_ticks = axes.nice_ticks(y0, y1 + (y1 - y0) * 0.05)
+        y1 = y1 + (y1 - y0) * 0.05 if y1 > y0 else 1.0
+        y_ticks = axes.ticks_inside(y0, y1)
         y_labels = axes.tick_labels(y_ticks)
     elif constant:  # a flat line says its value, not a made-up spread around it
-        y_ticks, y_labels = [y0 - 1.0, y0, y0 + 1.0], ["", _value_label(y0, log_y), ""]
+        y0, y1 = y0 - 1.0, y0 + 1.0
+        y_ticks, y_labels = [value], [_value_label(value, log_y)]
     elif log_y:  # padded as BokehJS pads a log range (5% of its decades each side), ticked inside
-        pad = (y1 - y0) * 0.05
-        values = axes.log_ticks(10 ** (y0 - pad), 10 ** (y1 + pad))
-        y_ticks = [y0 - pad, *(math.log10(v) for v in values), y1 + pad]
-        y_labels = ["", *(axes.log_label(v) for v in values), ""]
+        y0, y1 = axes.padded(y0, y1)
+        values = axes.log_ticks(10**y0, 10**y1)
+        y_ticks = [math.log10(v) for v in values]
+        y_labels = [axes.log_label(v) for v in values]
     else:
-        y_ticks = axes.nice_ticks(y0, y1)
+        y0, y1 = axes.padded(y0, y1)
+        y_ticks = axes.ticks_inside(y0, y1)
         y_labels = axes.tick_labels(y_ticks)
-    x0, x1, y0, y1 = x_ticks[0], x_ticks[-1], y_ticks[0], y_ticks[-1]
     show_legend = legend if legend is not None else len(lines) > 1
     legend_rows = _legend_rows(list(lines), width - 8) if show_legend else []
-    pad_l = max(16, 6 + max(axes.text_px(t) for t in y_labels)) + (TITLE_PX if y_title else 0)
+    pad_l = max(16, 6 + max((axes.text_px(t) for t in y_labels), default=0)) + (TITLE_PX if y_title else 0)
     pad_r, pad_b, pad_t = 10, 16 + (TITLE_PX if x_title else 0), 20 + 11 * len(legend_rows)
     pw, ph = width - pad_l - pad_r, height - pad_b - pad_t
 
