@@ -5,6 +5,7 @@ import warnings
 
 import pytest
 import torch
+from torch import nn
 from torch.nn.modules import module as nn_module
 from torch.optim import optimizer as optim_module
 
@@ -87,3 +88,14 @@ def tiny_setup():
     x = torch.randn(64, 8)
     y = torch.randint(0, 2, (64,))
     return model, opt, x, y
+
+
+class TwoLayerNet(nn.Module):
+    """A model class of the tests' own (its ``forward`` is the class's, replaced for a run): 8 -> 16 -> 2."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(x)))

@@ -13,17 +13,9 @@ import pytest
 import torch
 import torch.nn as nn
 
+from tests.conftest import TwoLayerNet as _Net
 from tests.conftest import global_hook_state, module_hook_state
 from torchmagic.core import TrainingMonitor
-
-
-class _Net(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(torch.relu(self.fc1(x)))
 
 
 class _Inherits(_Net):
